@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Brings this machine's servers into the state the integration tests need, idempotently:
+# Debian packages, PostgreSQL 15 with pg_stat_statements/pg_qualstats preloaded (+ hypopg),
+# MariaDB with performance_schema=ON. Restarts a server only when its settings changed.
+# Fails loudly (never skips) when a server cannot be reached.
+set -euo pipefail
+
+PGHOST_ADDR=${DBOPT_PG_HOST:-127.0.0.1}
+MYHOST_ADDR=${DBOPT_MYSQL_HOST:-127.0.0.1}
+need_pkgs=()
+for p in postgresql-15-hypopg postgresql-15-pg-qualstats prometheus sqlite3 chromium; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+if ((${#need_pkgs[@]})); then
+  echo "test-services: installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+pg_start() { pg_ctlcluster --skip-systemctl-redirect 15 main start 2>/dev/null || true; }
+pg_ok() { psql -h "$PGHOST_ADDR" -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; }
+pg_ok || pg_start
+for _ in $(seq 30); do pg_ok && break; sleep 1; done
+pg_ok || { echo "test-services: PostgreSQL is not reachable on $PGHOST_ADDR:5432." \
+  "Start it with: pg_ctlcluster --skip-systemctl-redirect 15 main start" >&2; exit 1; }
+
+want_preload="pg_stat_statements,pg_qualstats"
+pg_conf=/etc/postgresql/15/main/conf.d/dbopt-tests.conf
+# pg_qualstats samples 1/max_connections by default (PoWA FAQ): tests and the benchmark need every qual
+pg_settings="shared_preload_libraries = '$want_preload'
+pg_stat_statements.track = 'top'
+pg_qualstats.sample_rate = 1
+"
+if [ "$(cat "$pg_conf" 2>/dev/null)" != "$(printf '%s' "$pg_settings")" ]; then
+  printf '%s' "$pg_settings" > "$pg_conf"
+fi
+if [ "$(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show shared_preload_libraries')" != "$want_preload" ]; then
+  echo "test-services: preloading $want_preload into PostgreSQL (restart)"
+  pg_ctlcluster --skip-systemctl-redirect 15 main restart
+  for _ in $(seq 30); do pg_ok && break; sleep 1; done
+fi
+pg_ok || { echo "test-services: PostgreSQL did not come back after restart; see /var/log/postgresql/" >&2; exit 1; }
+
+my_ok() { mariadb -uroot -h"$MYHOST_ADDR" -e 'select 1' >/dev/null 2>&1; }
+my_start() { start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd; }
+my_ok || my_start
+for _ in $(seq 30); do my_ok && break; sleep 1; done
+my_ok || { echo "test-services: MariaDB is not reachable on $MYHOST_ADDR:3306." \
+  "Start it with: start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd" >&2; exit 1; }
+
+if ! grep -q '^# dbopt-test-settings' /etc/mysql/my.cnf; then
+  printf '\n# dbopt-test-settings\n[mysqld]\nperformance_schema = ON\nperformance-schema-consumer-events-statements-history = ON\n' >> /etc/mysql/my.cnf
+fi
+if [ "$(mariadb -uroot -h"$MYHOST_ADDR" -Nse "select @@performance_schema")" != "1" ]; then
+  echo "test-services: enabling performance_schema in MariaDB (restart)"
+  mariadb-admin -uroot -h"$MYHOST_ADDR" shutdown
+  for _ in $(seq 30); do pgrep -x mariadbd >/dev/null || break; sleep 1; done
+  my_start
+  for _ in $(seq 60); do my_ok && break; sleep 1; done
+fi
+my_ok || { echo "test-services: MariaDB did not come back after restart; see /var/log/mysql/error.log" >&2; exit 1; }
+echo "test-services: PostgreSQL $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show server_version') (preload: $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show shared_preload_libraries')), MariaDB $(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select version()') (performance_schema=$(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select @@performance_schema')) ready"

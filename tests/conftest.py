@@ -1,0 +1,65 @@
+"""Shared fixtures: fresh databases on the real servers (see scripts/test-services.sh).
+
+A server that cannot be reached fails the test with the command to start it: integration tests
+never skip silently.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pymysql
+import psycopg
+import pytest
+
+PG_ADMIN = os.environ.get("DBOPT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+MY_HOST = os.environ.get("DBOPT_TEST_MYSQL_HOST", "127.0.0.1")
+
+
+def _unreachable(what: str, err: Exception, how: str) -> None:
+    pytest.fail(f"{what} is not reachable ({err}). Run `make services` (scripts/test-services.sh) or: {how}")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database with pg_stat_statements and hypopg; dropped afterwards."""
+    name = f"dbopt_t_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as err:
+        _unreachable("PostgreSQL", err, "pg_ctlcluster --skip-systemctl-redirect 15 main start")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(url, autocommit=True) as conn:
+        for ext in ("pg_stat_statements", "hypopg", "pg_qualstats"):
+            conn.execute(f"CREATE EXTENSION IF NOT EXISTS {ext}")
+    try:
+        yield url
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A new, empty MariaDB database (performance_schema on); dropped afterwards."""
+    name = f"dbopt_t_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = pymysql.connect(host=MY_HOST, user="root", autocommit=True)
+    except pymysql.err.OperationalError as err:
+        _unreachable("MariaDB", err, "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd")
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield f"mysql://root@{MY_HOST}:3306/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'target.db'}"
