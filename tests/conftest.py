@@ -10,8 +10,8 @@ import os
 import uuid
 from collections.abc import Iterator
 
-import pymysql
 import psycopg
+import pymysql
 import pytest
 
 PG_ADMIN = os.environ.get("DBOPT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

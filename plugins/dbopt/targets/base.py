@@ -302,9 +302,7 @@ class Target(ABC):
         """Build online; idempotent (an existing valid index of that name → "exists")."""
 
     @abstractmethod
-    def drop_index(
-        self, table: str, name: str, *, lock_timeout_s: float = 5.0, retries: int = 3
-    ) -> DdlResult:
+    def drop_index(self, table: str, name: str, *, lock_timeout_s: float = 5.0, retries: int = 3) -> DdlResult:
         """Drop online; idempotent (a missing index → "absent")."""
 
     @abstractmethod
@@ -320,9 +318,11 @@ class Target(ABC):
         """Back up before a change (see README: dbopt never modifies data rows)."""
 
     # --- measurement -------------------------------------------------------------------------
-    @abstractmethod
     def timed(self, query: str) -> float:
         """Run a query, fetch every row, return the wall time in milliseconds."""
+        start = time.perf_counter()
+        self.execute(query)
+        return (time.perf_counter() - start) * 1000.0
 
     @abstractmethod
     def execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple]:
