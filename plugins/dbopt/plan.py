@@ -1,0 +1,383 @@
+"""The week plan: a YAML file validated by a typed model.
+
+Errors name the file, the line, the field path and the fix (``PlanError``). Plans never carry
+secrets: targets name Airflow connection ids, and connections hold the credentials.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import zoneinfo
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import sqlglot
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PLANS_DIR_ENV = "DBOPT_PLANS_DIR"
+DEFAULT_PLANS_DIR = Path(__file__).resolve().parents[2] / "include" / "plans"
+
+# Plans name tables and columns as plain identifiers. Targets quote everything anyway; this makes a
+# plan that smuggles SQL into a name fail at validation, with a message, before anything runs.
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+PLAN_ID = re.compile(r"^[a-z0-9][a-z0-9_]{0,60}$")
+
+
+def _identifier(value: str, what: str = "identifier") -> str:
+    parts = value.split(".")
+    if len(parts) > 2 or not all(IDENTIFIER.match(p) for p in parts):
+        raise ValueError(
+            f"{value!r} is not a plain {what}: use letters, digits, '_' or '$' (optionally 'schema.name'); "
+            "quotes, spaces and SQL are not allowed"
+        )
+    return value
+
+
+def _column(value: str) -> str:
+    """A column name, optionally followed by ASC or DESC."""
+    parts = value.split()
+    if len(parts) not in (1, 2) or (len(parts) == 2 and parts[1].upper() not in ("ASC", "DESC")):
+        raise ValueError(f"{value!r}: write a column name optionally followed by ASC or DESC, e.g. 'created_at DESC'")
+    _identifier(parts[0], "column name")
+    return value
+
+
+TableName = Annotated[str, AfterValidator(lambda v: _identifier(v, "table name"))]
+ColumnName = Annotated[str, AfterValidator(lambda v: _identifier(v, "column name"))]
+IndexName = Annotated[str, AfterValidator(lambda v: _identifier(v, "index name"))]
+KeyColumn = Annotated[str, AfterValidator(_column)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Schedule(Strict):
+    cron: str | None = Field(None, description="5-field cron, or null for manual runs only")
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and len(v.split()) != 5 and not v.startswith("@"):
+            raise ValueError(f"{v!r} is not a 5-field cron expression (e.g. '0 9 * * 1') or a preset like '@weekly'")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r}: use an IANA name such as 'Asia/Seoul' or 'UTC'") from None
+        return v
+
+
+class CloudSqlInstance(Strict):
+    project: str
+    instance: str
+    conn_id: str = "google_cloud_sql"
+
+
+class TargetSpec(Strict):
+    name: str = "primary"
+    conn_id: str = Field(description="Airflow connection id of the database (credentials live there)")
+    dialect: Literal["postgres", "mysql", "sqlite"]
+    tables: list[TableName] = Field(default_factory=list, description="limit advice to these tables (empty: all)")
+    cloud_sql: CloudSqlInstance | None = None
+
+
+class HealthGate(Strict):
+    """GO only when every figure that has a threshold is within it (and known)."""
+
+    availability_min_pct: float | None = Field(None, ge=0, le=100)
+    error_rate_max_pct: float | None = Field(None, ge=0, le=100)
+    p95_ms_max: float | None = Field(None, gt=0)
+    cache_hit_ratio_min: float | None = Field(None, ge=0, le=1)
+    replication_lag_ms_max: float | None = Field(None, ge=0)
+    long_transactions_max: int | None = Field(None, ge=0)
+    long_transaction_s: float = Field(60, gt=0)
+    connections_used_max_pct: float | None = Field(None, ge=0, le=100)
+    # Figures a source cannot measure: "no_go" is the safe default; "ignore" skips them.
+    on_missing: Literal["no_go", "ignore"] = "no_go"
+    metrics_conn_id: str | None = Field(None, description="Prometheus connection for service-level figures")
+
+
+class WorkloadSpec(Strict):
+    source: Literal["auto", "pg_stat_statements", "performance_schema", "slowlog", "querylog"] = "auto"
+    path: str | None = Field(None, description="log file for slowlog/querylog sources")
+    min_mean_ms: float = Field(0.0, ge=0)
+    min_calls: int = Field(1, ge=1)
+    top_n: int = Field(50, ge=1, le=10000)
+    exclude: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _path(self) -> WorkloadSpec:
+        if self.source == "slowlog" and not self.path:
+            raise ValueError("source 'slowlog' needs 'path' (the slow query log file)")
+        return self
+
+
+class ExplicitIndex(Strict):
+    table: TableName
+    columns: list[KeyColumn] = Field(min_length=1, description="column names, each optionally followed by ASC/DESC")
+    include: list[ColumnName] = Field(default_factory=list)
+    unique: bool = False
+    name: IndexName | None = None
+
+
+class IndexPolicy(Strict):
+    auto_advice: bool = True
+    explicit: list[ExplicitIndex] = Field(default_factory=list)
+    storage_budget_mb: float = Field(1024, gt=0)
+    max_per_table: int = Field(3, ge=0)
+    allow_drops: bool = Field(False, description="drop unused/redundant indexes the advisor reports")
+    lock_timeout_s: float = Field(5, gt=0)
+    statement_timeout_s: float = Field(3600, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+    min_table_rows: int = Field(10000, ge=0)
+
+
+class BenchQuerySpec(Strict):
+    name: str
+    sql: str | list[str] = Field(description="concrete SELECT (or several variants with real parameter values)")
+
+    @field_validator("sql")
+    @classmethod
+    def _select_only(cls, v: str | list[str]) -> str | list[str]:
+        for text in [v] if isinstance(v, str) else v:
+            try:
+                tree = sqlglot.parse_one(text)
+            except sqlglot.errors.ParseError as err:
+                raise ValueError(f"cannot parse benchmark SQL {text[:60]!r}: {err}") from None
+            if not isinstance(tree, sqlglot.exp.Query):
+                raise ValueError(f"benchmark queries must be read-only SELECTs; got {type(tree).__name__}")
+        return v
+
+
+class BenchmarkSpec(Strict):
+    queries: list[BenchQuerySpec] = Field(
+        default_factory=list, description="explicit queries; empty: the workload's examples are replayed"
+    )
+    from_workload: int = Field(10, ge=0, description="replay the top N workload statements that have examples")
+    iterations: int = Field(30, ge=5, le=100000)
+    warmup: int = Field(3, ge=0)
+    min_effect: float = Field(0.10, ge=0, lt=1, description="smallest relative change that counts")
+    alpha: float = Field(0.01, gt=0, lt=1)
+    targets: dict[Literal["mean_ms", "p50_ms", "p95_ms", "p99_ms"], float] = Field(default_factory=dict)
+
+
+class ServiceRef(Strict):
+    name: str
+    region: str
+
+
+class DeploySpec(Strict):
+    enabled: bool = False
+    conn_id: str = "google_cloud_run"
+    project: str | None = None
+    services: list[ServiceRef] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict, description="config change, e.g. DB_POOL_SIZE")
+    canary_percent: int = Field(10, ge=1, le=99)
+
+    @model_validator(mode="after")
+    def _needs(self) -> DeploySpec:
+        if self.enabled and (not self.project or not self.services):
+            raise ValueError("deploy.enabled needs 'project' and at least one entry in 'services'")
+        return self
+
+
+class RuleSpec(Strict):
+    metric: Literal[
+        "error_rate", "p95_ms", "p99_ms", "request_rate", "pool_usage", "pool_timeouts",
+        "cache_hit_ratio", "replication_lag_ms", "long_transactions",
+    ]  # fmt: skip
+    op: Literal["<", "<=", ">", ">="] = ">"
+    threshold: float
+    for_s: float = Field(0, ge=0, description="the condition must hold this long to count")
+    scope: Literal["canary", "baseline", "service", "database"] = "canary"
+    min_samples: int = Field(20, ge=0, description="fewer requests than this → inconclusive")
+    relative_to_baseline: bool = Field(False, description="threshold is a factor of the baseline's value")
+
+
+class MonitorSpec(Strict):
+    duration_s: float = Field(1800, gt=0)
+    interval_s: float = Field(60, gt=0)
+    metrics_conn_id: str | None = Field(None, description="Prometheus connection id")
+    rules: list[RuleSpec] = Field(default_factory=list)
+    failure_limit: int = Field(1, ge=1)
+    inconclusive_limit: int = Field(3, ge=1)
+    on_inconclusive: Literal["rollback", "promote"] = "rollback"
+    revert_indexes_on_rollback: bool = False
+
+    @model_validator(mode="after")
+    def _interval(self) -> MonitorSpec:
+        if self.interval_s > self.duration_s:
+            raise ValueError("interval_s must not exceed duration_s")
+        return self
+
+
+class ReportSpec(Strict):
+    recipients: list[str] = Field(default_factory=list)
+    directory: str | None = Field(None, description="where reports go (default $DBOPT_REPORTS_DIR or ./reports)")
+
+    @field_validator("recipients")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", r):
+                raise ValueError(f"{r!r} is not an e-mail address")
+        return v
+
+
+class MaintenanceWindow(Strict):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    start: str = Field(pattern=r"^\d\d:\d\d$")
+    end: str = Field(pattern=r"^\d\d:\d\d$")
+
+
+class Plan(Strict):
+    id: Annotated[str, Field(description="lower-case id; the DAG is dbopt_<id>")]
+    description: str = ""
+    owner: str = "dbopt"
+    tags: list[str] = Field(default_factory=list)
+    schedule: Schedule = Schedule()
+    targets: list[TargetSpec] = Field(min_length=1)
+    health_gate: HealthGate = HealthGate()
+    workload: WorkloadSpec = WorkloadSpec()
+    indexes: IndexPolicy = IndexPolicy()
+    benchmark: BenchmarkSpec = BenchmarkSpec()
+    deploy: DeploySpec = DeploySpec()
+    monitor: MonitorSpec = MonitorSpec()
+    report: ReportSpec = ReportSpec()
+    maintenance_window: MaintenanceWindow | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not PLAN_ID.match(v):
+            raise ValueError(f"{v!r}: use lower-case letters, digits and '_' (e.g. 'week17')")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> Plan:
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"target names must be unique, got {names}")
+        return self
+
+    @property
+    def dag_id(self) -> str:
+        return f"dbopt_{self.id}"
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be used; the message says where and how to fix it."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"invalid plan {self.path}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The YAML node a pydantic error location points at (deepest that exists)."""
+    node = root
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == key), None)
+            if match is None:
+                # an unknown key: point at the key itself
+                return next((k for k, _ in node.value if k.value == key), node)
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+    return node
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Plan
+    for key in loc[:-1]:
+        if isinstance(key, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe(err: dict[str, Any], root: yaml.Node | None) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    node = _node_at(root, loc)
+    line = f"line {node.start_mark.line + 1}" if node is not None else "line ?"
+    msg = err["msg"].removeprefix("Value error, ")
+    fix = ""
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_fields(loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        fix = f" — did you mean {close[0]!r}?" if close else f" — allowed fields: {', '.join(allowed)}"
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        fix = " — add it"
+    elif err["type"] == "literal_error" or "type" in err["type"] or err["type"].endswith("_parsing"):
+        fix = f" (got {err.get('input')!r})"
+    return f"{line}: {path}: {msg}{fix}"
+
+
+def parse_plan(text: str, path: Path | str = "<string>") -> Plan:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "line ?"
+        raise PlanError(path, [f"{where}: not valid YAML: {getattr(err, 'problem', err)}"]) from None
+    if not isinstance(data, dict):
+        raise PlanError(path, ["line 1: (top level): a plan is a YAML mapping with at least 'id' and 'targets'"])
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as err:
+        raise PlanError(path, [_describe(e, root) for e in err.errors()]) from None  # type: ignore[arg-type]
+
+
+def load_plan(path: Path | str) -> Plan:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise PlanError(p, [f"cannot read the file: {err.strerror}"]) from None
+    plan = parse_plan(text, p)
+    if p.stem != plan.id:
+        raise PlanError(p, [f"line 1: id: the plan id {plan.id!r} must equal the file name {p.stem!r}"])
+    return plan
+
+
+def plans_dir() -> Path:
+    return Path(os.environ.get(PLANS_DIR_ENV) or DEFAULT_PLANS_DIR)
+
+
+def plan_files(directory: Path | None = None) -> list[Path]:
+    """Plan files in a stable order (DAG generation must be deterministic)."""
+    d = directory or plans_dir()
+    return sorted(p for p in d.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def iter_plans(directory: Path | None = None) -> Iterator[tuple[Path, Plan | PlanError]]:
+    """Every plan file with its plan, or the error that makes it unusable (others still load)."""
+    for path in plan_files(directory):
+        try:
+            yield path, load_plan(path)
+        except PlanError as err:
+            yield path, err
