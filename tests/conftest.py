@@ -9,10 +9,21 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pymysql
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The project-local Airflow home `make test` migrates; set before anything imports airflow.
+for key, value in {
+    "AIRFLOW_HOME": str(ROOT / ".airflow"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+}.items():
+    os.environ.setdefault(key, value)
 
 PG_ADMIN = os.environ.get("DBOPT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MY_HOST = os.environ.get("DBOPT_TEST_MYSQL_HOST", "127.0.0.1")

@@ -1,0 +1,26 @@
+"""One weekly optimization DAG per plan file in include/plans/ (or $DBOPT_PLANS_DIR).
+
+Parsing only reads the YAML files: no database or network call happens here. A worker running one
+task builds only its own DAG (get_parsing_context); an invalid plan becomes a DAG showing its error,
+and the other plans are unaffected.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airflow.sdk import get_parsing_context
+from dbopt.plan import PlanError, iter_plans
+from dbopt.weekly_dag import build_broken_dag, build_dag
+
+REPORTS_DIR = Path(os.environ.get("DBOPT_REPORTS_DIR") or Path(__file__).resolve().parents[1] / "reports")
+wanted = get_parsing_context().dag_id
+
+for path, plan in iter_plans():
+    if wanted and wanted != f"dbopt_{path.stem.lower()}":
+        continue
+    if isinstance(plan, PlanError):
+        build_broken_dag(path, plan)
+    else:
+        build_dag(plan, path, REPORTS_DIR)

@@ -1,0 +1,200 @@
+"""``dbopt`` command line: the same pipeline the Airflow tasks run, on a database URL.
+
+dbopt advise URL            recommendations (table or --json)
+dbopt bench URL --queries F measure queries (YAML/JSON list of {name, sql} or a .sql file)
+dbopt apply URL             extract → advise → bench → build online → verify → bench → keep or revert
+dbopt validate PLAN...      check plan files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dbopt import pipeline
+from dbopt.plan import Plan, PlanError, load_plan
+from dbopt.targets import TargetError, dialect_of, open_target
+
+
+def _plan_for(args: argparse.Namespace) -> Plan:
+    """The plan file if given, else a plan built from the command-line options."""
+    if getattr(args, "plan", None):
+        return load_plan(args.plan)
+    data: dict[str, Any] = {
+        "id": "cli",
+        "targets": [{"conn_id": "cli", "dialect": dialect_of(args.url)}],
+        "workload": {"min_calls": args.min_calls, "min_mean_ms": args.min_mean_ms, "top_n": args.top},
+        "indexes": {"storage_budget_mb": args.budget_mb, "min_table_rows": args.min_table_rows},
+    }
+    if args.log:
+        data["workload"] |= {"source": "slowlog" if data["targets"][0]["dialect"] == "mysql" else "querylog",
+                             "path": args.log}  # fmt: skip
+    if getattr(args, "iterations", None):
+        data["benchmark"] = {"iterations": args.iterations, "warmup": args.warmup}
+    return Plan.model_validate(data)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    line = "  ".join(c.ljust(widths[c]) for c in columns)
+    body = ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join([line, "  ".join("-" * widths[c] for c in columns), *body])
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    plan = _plan_for(args)
+    with open_target(args.url) as target:
+        workload = pipeline.extract_workload(plan, target)
+        advice = pipeline.advise(plan, target, workload)
+    if args.json:
+        print(json.dumps(advice, indent=2, default=str))
+        return 0
+    print(f"workload: {len(workload)} statements")
+    rows = [
+        {"table": r["table"], "columns": ", ".join(r["columns"]), "size": _bytes(r.get("est_size_bytes")),
+         "cost before→after": f"{r.get('est_cost_before', 0):.1f}→{r.get('est_cost_after', 0):.1f}",
+         "queries": len(r.get("queries", [])), "reason": r.get("reason", "")}
+        for r in advice["recommendations"]
+    ]  # fmt: skip
+    print(_table(rows, ["table", "columns", "size", "cost before→after", "queries", "reason"]) if rows
+          else "no index recommended")  # fmt: skip
+    for d in advice["drop_candidates"]:
+        print(f"drop candidate: {d.get('table')}.{d.get('name')}: {d.get('reason')}")
+    for ddl in advice["ddl"].values():
+        print(ddl + ";")
+    return 0
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _read_queries(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    if path.suffix == ".sql":
+        parts = [q.strip() for q in text.split(";") if q.strip()]
+        return [{"name": f"q{i + 1}", "sql": [q]} for i, q in enumerate(parts)]
+    items = yaml.safe_load(text)
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "sql" in i for i in items):
+        raise ValueError(f"{path}: expected a list of {{name, sql}} entries (sql: a string or a list of variants)")
+    return [{"name": i.get("name", f"q{n + 1}"), "sql": i["sql"] if isinstance(i["sql"], list) else [i["sql"]]}
+            for n, i in enumerate(items)]  # fmt: skip
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    plan = _plan_for(args)
+    queries = _read_queries(Path(args.queries))
+    with open_target(args.url) as target:
+        result = pipeline.benchmark(plan, target, queries)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    rows = [{"query": q["name"], **{k: f"{q['summary'][k]:.3f}" for k in ("mean", "median", "p95", "p99")},
+             "n": q["summary"]["n"]} for q in result["queries"]]  # fmt: skip
+    print(_table(rows, ["query", "mean", "median", "p95", "p99", "n"]))
+    print(f"method: {result.get('method', '')} (milliseconds)")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    plan = _plan_for(args)
+    with open_target(args.url) as target:
+        summary = apply(plan, target, dry_run=args.dry_run)
+    print(json.dumps(summary, indent=2, default=str) if args.json else _apply_text(summary))
+    return 0
+
+
+def apply(plan: Plan, target: Any, dry_run: bool) -> dict[str, Any]:
+    """The weekly chain without Airflow (no deploy): the same pipeline functions as the DAG."""
+    workload = pipeline.extract_workload(plan, target)
+    advice = pipeline.advise(plan, target, workload)
+    queries = pipeline.bench_queries(plan, workload)
+    before = pipeline.benchmark(plan, target, queries)
+    created = [pipeline.create_index(plan, target, s, dry_run) for s in advice["create"]]
+    verification = pipeline.verify_plans(target, [{"name": c["index"]} for c in created], queries)
+    after = pipeline.benchmark(plan, target, queries)
+    decision = pipeline.keep_or_revert(plan, created, verification, before, after)
+    reverted = pipeline.revert_indexes(plan, target, advice, decision, dry_run)
+    return {"workload": len(workload), "advice": advice, "created": created, "verification": verification,
+            "decision": decision, "reverted": reverted}  # fmt: skip
+
+
+def _apply_text(s: dict[str, Any]) -> str:
+    lines = [f"workload statements: {s['workload']}", f"indexes to build: {len(s['advice']['create'])}"]
+    lines += [f"  {c['status']:8} {c['index']} ({c.get('attempts', 0)} attempts)" for c in s["created"]]
+    for d in s["decision"]["indexes"]:
+        lines.append(f"  {'KEEP  ' if d['keep'] else 'REVERT'} {d['index']}: {d['reason']}")
+    lines += [f"  dropped {r['index']}: {r['status']}" for r in s["reverted"]]
+    return "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    bad = 0
+    for f in args.plans:
+        try:
+            plan = load_plan(f)
+            print(f"{f}: ok ({plan.dag_id})")
+        except PlanError as err:
+            print(err, file=sys.stderr)
+            bad += 1
+    return 1 if bad else 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", help="SQLAlchemy URL: postgresql://…, mysql://…, sqlite:////path.db")
+    p.add_argument("--plan", help="take settings from this plan file instead of the options below")
+    p.add_argument("--log", help="slow log (MySQL) or query log (SQLite) to read the workload from")
+    p.add_argument("--top", type=int, default=50, help="top N statements by total time (default 50)")
+    p.add_argument("--min-calls", type=int, default=1)
+    p.add_argument("--min-mean-ms", type=float, default=0.0)
+    p.add_argument("--budget-mb", type=float, default=1024, help="storage budget for new indexes")
+    p.add_argument("--min-table-rows", type=int, default=10000, help="tables smaller than this get no index")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="dbopt", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("advise", help="recommend indexes for the workload")
+    _common(a)
+    a.set_defaults(func=cmd_advise)
+    b = sub.add_parser("bench", help="measure queries")
+    _common(b)
+    b.add_argument("--queries", required=True, help="YAML/JSON list of {name, sql} or a .sql file")
+    b.add_argument("--iterations", type=int, default=30)
+    b.add_argument("--warmup", type=int, default=3)
+    b.set_defaults(func=cmd_bench)
+    c = sub.add_parser("apply", help="build advised indexes online, verify, measure, revert what did not help")
+    _common(c)
+    c.add_argument("--iterations", type=int, default=30)
+    c.add_argument("--warmup", type=int, default=3)
+    c.add_argument("--dry-run", action="store_true", help="compute and report, change nothing")
+    c.set_defaults(func=cmd_apply)
+    v = sub.add_parser("validate", help="validate plan files")
+    v.add_argument("plans", nargs="+")
+    v.set_defaults(func=cmd_validate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (TargetError, PlanError, ValueError, OSError) as err:
+        print(f"dbopt: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The steps of a weekly optimization run, as plain functions: plan + target + earlier results in,
+JSON-able dicts out. The Airflow tasks (``dbopt.weekly_dag``) and the CLI (``dbopt apply``) call
+these same functions, so a run behaves the same wherever it is started.
+
+Every step that changes the database is idempotent: index names are deterministic, and "what this
+run created" is judged against the index inventory taken before the first change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dbopt.plan import ExplicitIndex, Plan
+from dbopt.targets.base import IndexSpec, Statement, Target, WorkloadFilter
+
+_DEFAULT_SOURCE = {"postgres": "pg_stat_statements", "mysql": "performance_schema", "sqlite": "querylog"}
+
+
+def workload_filter(plan: Plan) -> WorkloadFilter:
+    w = plan.workload
+    return WorkloadFilter(min_mean_ms=w.min_mean_ms, min_calls=w.min_calls, top_n=w.top_n, exclude=tuple(w.exclude))
+
+
+def extract_workload(plan: Plan, target: Target) -> list[dict[str, Any]]:
+    """Slow statements from the plan's source (engine statistics or a log file), filtered."""
+    flt = workload_filter(plan)
+    source = plan.workload.source if plan.workload.source != "auto" else _DEFAULT_SOURCE[target.dialect]
+    if source == "slowlog":
+        from dbopt.targets.slowlog import parse_slow_log
+
+        statements = parse_slow_log(Path(plan.workload.path or ""), flt)
+    elif source == "querylog" and plan.workload.path:
+        from dbopt.targets.querylog import read_query_log
+
+        statements = read_query_log(Path(plan.workload.path), flt)
+    else:
+        statements = target.workload(flt)
+    scope = {t.split(".")[-1].lower() for t in plan.targets[0].tables}
+    if scope:
+        statements = [s for s in statements if _mentions(s.query, scope)]
+    return [s.to_dict() for s in statements]
+
+
+def _mentions(query: str, tables: set[str]) -> bool:
+    text = query.lower()
+    return any(t in text for t in tables)
+
+
+def explicit_specs(indexes: Iterable[ExplicitIndex]) -> list[IndexSpec]:
+    specs = []
+    for ix in indexes:
+        cols = [c.split() for c in ix.columns]
+        specs.append(
+            IndexSpec(
+                table=ix.table,
+                columns=tuple(c[0] for c in cols),
+                descending=tuple(len(c) == 2 and c[1].upper() == "DESC" for c in cols),
+                include=tuple(ix.include),
+                unique=ix.unique,
+                name=ix.name or "",
+            )
+        )
+    return specs
+
+
+def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[str, Any]:
+    """The indexes to build this run (explicit + advised), with the inventory taken before any change."""
+    from dbopt.advisor import AdvisorPolicy, validate_specs
+    from dbopt.advisor import advise as run_advisor
+
+    statements = [Statement.from_dict(s) for s in workload]
+    before = target.indexes()
+    preexisting = sorted(ix.name for ix in before)
+    explicit = validate_specs(target, explicit_specs(plan.indexes.explicit))
+    recommendations: list[dict[str, Any]] = []
+    drop_candidates: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    if plan.indexes.auto_advice and statements:
+        policy = AdvisorPolicy(
+            storage_budget_bytes=int(plan.indexes.storage_budget_mb * 1024 * 1024),
+            max_indexes_per_table=plan.indexes.max_per_table,
+            min_table_rows=plan.indexes.min_table_rows,
+        )
+        advice = run_advisor(target, statements, policy).to_dict()
+        recommendations = advice["recommendations"]
+        drop_candidates = advice["drop_candidates"]
+        skipped = advice["skipped"]
+    specs = {s.name: s for s in explicit}
+    for rec in recommendations:
+        spec = IndexSpec.from_dict(rec["spec"])
+        specs.setdefault(spec.name, spec)
+    existing = {(ix.table.lower(), tuple(c.lower() for c in ix.columns)) for ix in before if ix.valid}
+    create = [
+        s.to_dict()
+        for s in specs.values()
+        if s.name not in preexisting and (s.table.lower(), tuple(c.lower() for c in s.columns)) not in existing
+    ]
+    return {
+        "preexisting": preexisting,
+        "create": create,
+        "ddl": {s["name"]: target.index_ddl(IndexSpec.from_dict(s)) for s in create},
+        "explicit": [s.name for s in explicit],
+        "recommendations": recommendations,
+        "drop_candidates": drop_candidates,
+        "skipped": skipped,
+    }
+
+
+def bench_queries(plan: Plan, workload: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The queries to measure: the plan's own, else the top workload statements with real values."""
+    if plan.benchmark.queries:
+        return [{"name": q.name, "sql": q.sql if isinstance(q.sql, list) else [q.sql]} for q in plan.benchmark.queries]
+    chosen = []
+    for s in workload:
+        if s.get("example") and s["query"].lstrip().lower().startswith(("select", "with")):
+            chosen.append({"name": s["digest"], "sql": [s["example"]], "query": s["query"]})
+        if len(chosen) >= plan.benchmark.from_workload:
+            break
+    return chosen
+
+
+def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict[str, Any]:
+    from dbopt.bench import BenchQuery, measure
+
+    bq = [BenchQuery(name=q["name"], variants=tuple(q["sql"])) for q in queries]
+    b = plan.benchmark
+    return measure(target, bq, iterations=b.iterations, warmup=b.warmup).to_dict()
+
+
+def create_index(plan: Plan, target: Target, spec: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+    ix = IndexSpec.from_dict(spec)
+    if dry_run:
+        return {"action": "create", "table": ix.table, "index": ix.name, "status": "dry_run",
+                "statement": target.index_ddl(ix)}  # fmt: skip
+    p = plan.indexes
+    return target.create_index(
+        ix, lock_timeout_s=p.lock_timeout_s, statement_timeout_s=p.statement_timeout_s, retries=p.retries
+    ).to_dict()
+
+
+def verify_plans(target: Target, specs: list[dict[str, Any]], queries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which benchmark queries the planner now answers with each new index (EXPLAIN after the build)."""
+    used_by: dict[str, list[str]] = {s["name"]: [] for s in specs}
+    plans: dict[str, list[str]] = {}
+    for q in queries:
+        explain = target.explain(q["sql"][0])
+        plans[q["name"]] = sorted(explain.indexes_used())
+        for name in explain.indexes_used() & used_by.keys():
+            used_by[name].append(q["name"])
+    return {"used_by": used_by, "indexes_per_query": plans, "method": "EXPLAIN after build"}
+
+
+def keep_or_revert(
+    plan: Plan,
+    created: list[dict[str, Any]],
+    verification: dict[str, Any],
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> dict[str, Any]:
+    """Per index: keep it when a query it serves got measurably faster and none got slower."""
+    from dbopt.bench import BenchResult, compare
+
+    b = plan.benchmark
+    comparison = compare(BenchResult.from_dict(before), BenchResult.from_dict(after), min_effect=b.min_effect,
+                         alpha=b.alpha).to_dict()  # fmt: skip
+    verdicts = {q["name"]: q["verdict"] for q in comparison["queries"]}
+    decisions = []
+    for ddl in created:
+        if ddl["status"] not in ("created", "exists", "dry_run"):
+            continue
+        served = verification["used_by"].get(ddl["index"], [])
+        got = [verdicts.get(q, "inconclusive") for q in served]
+        if not served:
+            keep, why = False, "no benchmark query uses it (EXPLAIN after build)"
+        elif "regressed" in got:
+            keep, why = False, f"a query it serves regressed: {dict(zip(served, got, strict=True))}"
+        elif "improved" in got:
+            keep, why = True, f"improved {[q for q, v in zip(served, got, strict=True) if v == 'improved']}"
+        else:
+            keep, why = False, f"no measurable gain on the queries it serves: {dict(zip(served, got, strict=True))}"
+        decisions.append({"table": ddl["table"], "index": ddl["index"], "keep": keep, "reason": why})
+    revert = [d["index"] for d in decisions if not d["keep"]]
+    return {"indexes": decisions, "revert": revert, "comparison": comparison,
+            "decision": "revert" if revert else "keep"}  # fmt: skip
+
+
+def revert_indexes(
+    plan: Plan, target: Target, advice: dict[str, Any], decision: dict[str, Any], dry_run: bool
+) -> list[dict[str, Any]]:
+    """Drop exactly the indexes this run created and judged useless (never a pre-existing one)."""
+    preexisting = set(advice["preexisting"])
+    results = []
+    for d in decision["indexes"]:
+        if d["keep"] or d["index"] in preexisting:
+            continue
+        if dry_run:
+            results.append({"action": "drop", "table": d["table"], "index": d["index"], "status": "dry_run"})
+            continue
+        r = target.drop_index(d["table"], d["index"], lock_timeout_s=plan.indexes.lock_timeout_s,
+                              retries=plan.indexes.retries)  # fmt: skip
+        results.append(r.to_dict())
+    return results

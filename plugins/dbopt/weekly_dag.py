@@ -1,0 +1,265 @@
+"""Build the weekly optimization DAG of one plan (Airflow layer over ``dbopt.pipeline``).
+
+Shape (per target a task group; deploy/monitor only when the plan deploys):
+
+    health_check → go_no_go ─NO-GO─────────────────────────────────────────────┐
+                      └─GO→ [target] backup → extract → advise → bench_before  │
+                              → to_build → create_index[mapped] → verify → bench_after    │
+                              → judge → keep_or_revert ─→ revert_indexes ─┐    │
+                                                     └─→ keep_indexes ────┴→ canary_gate
+                              → deploy_canary → monitor_canary → promote_or_rollback
+                              → promote | rollback ──────────────────────────→ report (always runs)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, get_current_context, task
+
+from dbopt import pipeline
+from dbopt.hooks.database import DbTargetHook
+from dbopt.plan import Plan, PlanError, TargetSpec
+from dbopt.targets.base import IndexSpec
+
+log = logging.getLogger(__name__)
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+OVERRIDABLE = {
+    "p95_ms_max": ("health_gate", "p95 latency limit for GO (ms)"),
+    "error_rate_max_pct": ("health_gate", "error-rate limit for GO (%)"),
+    "cache_hit_ratio_min": ("health_gate", "minimum cache hit ratio for GO (0..1)"),
+    "replication_lag_ms_max": ("health_gate", "replication lag limit for GO (ms)"),
+    "long_transactions_max": ("health_gate", "most long transactions allowed for GO"),
+    "storage_budget_mb": ("indexes", "storage budget for new indexes (MB)"),
+}
+
+
+def effective_plan(plan: Plan, params: dict[str, Any]) -> Plan:
+    """The plan with the trigger form's threshold overrides applied (None = keep the plan's value)."""
+    updates: dict[str, dict[str, Any]] = {}
+    for key, (section, _) in OVERRIDABLE.items():
+        if params.get(key) is not None:
+            updates.setdefault(section, {})[key] = params[key]
+    if params.get("skip_deploy"):
+        updates["deploy"] = {"enabled": False}
+    if not updates:
+        return plan
+    return Plan.model_validate(plan.model_dump() | {s: getattr(plan, s).model_dump() | u for s, u in updates.items()})
+
+
+def _params(plan: Plan) -> dict[str, Param]:
+    params = {
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="compute and report everything, change nothing"),
+        "skip_deploy": Param(False, type="boolean", title="Skip deploy",
+                             description="no Cloud Run canary this run"),
+    }  # fmt: skip
+    for key, (section, text) in OVERRIDABLE.items():
+        current = getattr(getattr(plan, section), key)
+        params[key] = Param(None, type=["null", "number"], title=key,
+                            description=f"override: {text} (plan: {current})")  # fmt: skip
+    return params
+
+
+def _context_plan(plan: Plan) -> tuple[Plan, bool]:
+    params = get_current_context()["params"]
+    return effective_plan(plan, params), bool(params.get("dry_run"))
+
+
+def _doc(plan: Plan, source: Path) -> str:
+    targets = ", ".join(f"`{t.name}` ({t.dialect}, connection `{t.conn_id}`)" for t in plan.targets)
+    return (
+        f"# {plan.id}\n\n{plan.description}\n\n**Plan file:** `{source}`  \n**Targets:** {targets}  \n"
+        f"**Deploy:** {'Cloud Run canary ' + str(plan.deploy.canary_percent) + '%' if plan.deploy.enabled else 'off'}"
+        "\n\nTrigger with *dry run* to see what would change without changing anything."
+    )
+
+
+def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any, Any]:
+    """The per-target chain; returns (first task, last task)."""
+    group = spec.name
+
+    def hook() -> DbTargetHook:
+        return DbTargetHook(spec.conn_id)
+
+    with TaskGroup(group_id=group) as tg:
+
+        @task
+        def backup(advice: dict[str, Any]) -> dict[str, Any]:
+            _, dry = _context_plan(plan)
+            if dry:
+                return {"kind": "none", "detail": "dry run: no backup taken", "verified": False}
+            specs = [IndexSpec.from_dict(s) for s in advice["create"]]
+            tables = sorted({s.table for s in specs}) or list(spec.tables)
+            h = hook()
+            try:
+                return h.target.backup(tables, reports_dir / "backups" / plan.id, undo=specs).to_dict()
+            finally:
+                h.close()
+
+        @task
+        def extract() -> list[dict[str, Any]]:
+            p, _ = _context_plan(plan)
+            h = hook()
+            try:
+                return pipeline.extract_workload(p, h.target)
+            finally:
+                h.close()
+
+        @task(multiple_outputs=True)
+        def advise(workload: list[dict[str, Any]]) -> dict[str, Any]:
+            p, _ = _context_plan(plan)
+            h = hook()
+            try:
+                result = pipeline.advise(p, h.target, workload)
+                result["queries"] = pipeline.bench_queries(p, workload)
+                return result
+            finally:
+                h.close()
+
+        @task
+        def bench_before(queries: list[dict[str, Any]]) -> dict[str, Any]:
+            p, _ = _context_plan(plan)
+            h = hook()
+            try:
+                return pipeline.benchmark(p, h.target, queries)
+            finally:
+                h.close()
+
+        @task
+        def to_build(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            """The specs as a task's own return value: dynamic mapping cannot expand a custom XCom key."""
+            return specs
+
+        @task(retries=2, retry_delay=pendulum.duration(seconds=5))
+        def create_index(spec_: dict[str, Any]) -> dict[str, Any]:
+            p, dry = _context_plan(plan)
+            h = hook()
+            try:
+                return pipeline.create_index(p, h.target, spec_, dry)
+            finally:
+                h.close()
+
+        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        def verify(created: list[dict[str, Any]] | None, queries: list[dict[str, Any]]) -> dict[str, Any]:
+            h = hook()
+            try:
+                specs = [{"name": c["index"]} for c in (created or [])]
+                return pipeline.verify_plans(h.target, specs, queries) | {"created": list(created or [])}
+            finally:
+                h.close()
+
+        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        def bench_after(queries: list[dict[str, Any]], _verified: dict[str, Any]) -> dict[str, Any]:
+            p, _ = _context_plan(plan)
+            h = hook()
+            try:
+                return pipeline.benchmark(p, h.target, queries)
+            finally:
+                h.close()
+
+        @task
+        def judge(verification: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+            p, _ = _context_plan(plan)
+            return pipeline.keep_or_revert(p, verification["created"], verification, before, after)
+
+        @task.branch
+        def keep_or_revert(decision: dict[str, Any]) -> str:
+            return f"{group}.revert_indexes" if decision["revert"] else f"{group}.keep_indexes"
+
+        @task
+        def revert_indexes(advice_preexisting: list[str], decision: dict[str, Any]) -> list[dict[str, Any]]:
+            p, dry = _context_plan(plan)
+            h = hook()
+            try:
+                return pipeline.revert_indexes(p, h.target, {"preexisting": advice_preexisting}, decision, dry)
+            finally:
+                h.close()
+
+        keep = EmptyOperator(task_id="keep_indexes")
+        done = EmptyOperator(task_id="done", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+
+        workload = extract()
+        advice = advise(workload)
+        saved = backup(advice)
+        before = bench_before(advice["queries"])
+        saved >> before
+        created = create_index.expand(spec_=to_build(advice["create"]))
+        before >> created
+        verification = verify(created, advice["queries"])
+        after = bench_after(advice["queries"], verification)
+        decision = judge(verification, before, after)
+        branch = keep_or_revert(decision)
+        branch >> [revert_indexes(advice["preexisting"], decision), keep] >> done
+    return tg, done
+
+
+def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
+    """The weekly DAG of a valid plan."""
+    with DAG(
+        dag_id=plan.dag_id,
+        description=plan.description.strip().splitlines()[0] if plan.description.strip() else plan.id,
+        schedule=plan.schedule.cron,
+        start_date=START.in_timezone(plan.schedule.timezone),
+        catchup=False,
+        max_active_runs=1,  # two runs on one database would judge each other's indexes
+        tags=["dbopt", *plan.tags, *sorted({t.dialect for t in plan.targets})],
+        doc_md=_doc(plan, source),
+        params=_params(plan),
+        default_args={"owner": plan.owner, "retries": 1, "retry_delay": pendulum.duration(seconds=10)},
+    ) as dag:
+
+        @task
+        def health_check() -> dict[str, Any]:
+            from dbopt.gate import evaluate_gate
+
+            p, _ = _context_plan(plan)
+            return evaluate_gate(p)
+
+        @task.branch
+        def go_no_go(gate: dict[str, Any]) -> list[str]:
+            if gate["decision"] == "GO":
+                return [f"{t.name}.extract" for t in plan.targets]
+            return ["report"]
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def report() -> dict[str, Any]:
+            from dbopt.run_record import collect_and_report
+
+            ctx = get_current_context()
+            return collect_and_report(plan, ctx, reports_dir)
+
+        gate = health_check()
+        branch = go_no_go(gate)
+        final = report()
+        branch >> final
+        for spec in plan.targets:
+            tg, done = _target_group(plan, spec, reports_dir)
+            branch >> tg
+            done >> final
+    return dag
+
+
+def build_broken_dag(path: Path, error: PlanError) -> DAG:
+    """A stand-in DAG for a plan that does not validate: the error is visible in the UI for that plan
+    alone (its doc and its one failing task), and every other plan keeps working."""
+    with DAG(
+        dag_id=f"dbopt_{path.stem.lower()}",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        tags=["dbopt", "invalid-plan"],
+        doc_md=f"# Invalid plan\n\n```\n{error}\n```\nFix the file and the DAG comes back on the next parse.",
+    ) as dag:
+
+        @task
+        def plan_error() -> None:
+            raise error
+
+        plan_error()
+    return dag
