@@ -319,7 +319,11 @@ class Target(ABC):
 
     # --- measurement -------------------------------------------------------------------------
     def timed(self, query: str) -> float:
-        """Run a query, fetch every row, return the wall time in milliseconds."""
+        """Run a query, fetch every row, return the wall time in milliseconds.
+
+        A benchmark replays the application's own statements: targets whose statistics key on the
+        statement text (PostgreSQL) run these untagged.
+        """
         start = time.perf_counter()
         self.execute(query)
         return (time.perf_counter() - start) * 1000.0

@@ -1,0 +1,655 @@
+"""PostgreSQL target: pg_stat_statements workload, JSON plans, HypoPG what-if, online index builds.
+
+One psycopg 3 connection in autocommit mode (CREATE INDEX CONCURRENTLY cannot run in a transaction).
+Every statement carries ``TOOL_MARKER`` and every identifier is composed with ``psycopg.sql``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psycopg
+from psycopg import errors, sql
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import RowFactory, namedtuple_row, tuple_row
+from sqlalchemy.engine import URL, make_url
+
+from dbopt.targets.base import (
+    TOOL_MARKER,
+    BackupResult,
+    DdlResult,
+    Dialect,
+    Explain,
+    HealthFigures,
+    IndexInfo,
+    IndexSpec,
+    Statement,
+    TableStats,
+    Target,
+    TargetError,
+    WorkloadFilter,
+    timestamp,
+)
+from dbopt.targets.common import mark_redundant, with_retries
+from dbopt.targets.postgres_plan import plan_to_explain
+
+DEFAULT_SCHEMA = "public"
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
+# Errors after which an online DDL is worth another try (and may have left an INVALID index).
+_RETRYABLE = (errors.LockNotAvailable, errors.QueryCanceled, errors.DeadlockDetected)
+
+# Only statements the planner can explain are workload; BEGIN/SET/SHOW/EXPLAIN/DDL are not.
+_PLANNABLE = re.compile(
+    r"^\s*(?:(?:/\*.*?\*/|--[^\n]*)\s*)*(?:select|insert|update|delete|with|merge|values|table)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+_WORKLOAD_SQL = """
+SELECT s.queryid, min(s.query), sum(s.calls)::bigint, sum(s.total_exec_time),
+       sum(s.total_exec_time) / nullif(sum(s.calls), 0),
+       -- pooled (population) stddev over the per-user rows of one queryid
+       sqrt(greatest(sum(s.calls * (s.stddev_exec_time ^ 2 + s.mean_exec_time ^ 2)) / nullif(sum(s.calls), 0)
+                     - (sum(s.total_exec_time) / nullif(sum(s.calls), 0)) ^ 2, 0)),
+       sum(s.rows)::bigint, sum(s.shared_blks_hit)::bigint, sum(s.shared_blks_read)::bigint
+FROM {view} s
+WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND s.toplevel AND s.queryid IS NOT NULL
+GROUP BY s.queryid
+"""
+
+_INDEXES_SQL = """
+SELECT n.nspname AS schema, t.relname AS table, c.relname AS name, i.indisunique AS unique,
+       i.indisprimary AS primary, i.indisvalid AS valid, i.indpred IS NOT NULL AS partial,
+       i.indexprs IS NOT NULL AS expression, i.indnkeyatts AS nkeys, i.indoption::int2[] AS options,
+       ARRAY(SELECT coalesce(a.attname::text, pg_get_indexdef(i.indexrelid, k.ord::int, true))
+             FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+             LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum AND k.attnum > 0
+             ORDER BY k.ord) AS columns,
+       pg_relation_size(c.oid) AS size, s.idx_scan AS scans, pg_get_indexdef(c.oid) AS definition
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_class t ON t.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = i.indexrelid
+WHERE n.nspname <> ALL(%(system)s) AND n.nspname NOT LIKE 'pg\\_toast%%'
+  AND (%(all)s OR (n.nspname, t.relname) IN (SELECT * FROM unnest(%(schemas)s::text[], %(names)s::text[])))
+ORDER BY n.nspname, t.relname, c.relname
+"""
+
+_TABLE_SQL = """
+SELECT c.oid, c.reltuples, pg_total_relation_size(c.oid),
+       s.n_tup_ins + s.n_tup_upd + s.n_tup_del,
+       s.last_analyze IS NULL AND s.last_autoanalyze IS NULL
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'm', 'f')
+"""
+
+_COLUMN_STATS_SQL = """
+SELECT a.attname, st.n_distinct, st.most_common_freqs[1]
+FROM pg_attribute a
+LEFT JOIN LATERAL (SELECT * FROM pg_stats p
+                   WHERE p.schemaname = %s AND p.tablename = %s AND p.attname = a.attname
+                   ORDER BY p.inherited DESC LIMIT 1) st ON true
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_INDEX_STATE_SQL = """
+SELECT t.relname, i.indisvalid,
+       (SELECT p.pid FROM pg_stat_progress_create_index p
+        WHERE p.index_relid = c.oid AND p.pid <> pg_backend_pid() LIMIT 1)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_index i ON i.indexrelid = c.oid
+LEFT JOIN pg_class t ON t.oid = i.indrelid
+WHERE n.nspname = %s AND c.relname = %s
+"""
+
+_HEALTH_SQL = """
+SELECT d.blks_hit AS hit, d.blks_read AS read, d.deadlocks,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS used,
+       current_setting('max_connections')::int AS max_connections,
+       pg_is_in_recovery() AS standby,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS replay_lag,
+       (SELECT extract(epoch FROM max(replay_lag))::float8 FROM pg_stat_replication) AS replicas_lag,
+       (SELECT count(*) FROM pg_stat_activity
+        WHERE datid = d.datid AND pid <> pg_backend_pid() AND xact_start < now() - make_interval(secs => %s))
+         AS long_transactions,
+       (SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)::float8 FROM pg_stat_activity
+        WHERE datid = d.datid AND pid <> pg_backend_pid() AND xact_start IS NOT NULL) AS longest,
+       current_setting('server_version') AS version
+FROM pg_stat_database d WHERE d.datname = current_database()
+"""
+
+_COLUMNS_DDL_SQL = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+       a.attidentity, a.attgenerated
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+
+# Foreign keys last: they are the constraints that depend on other tables.
+_CONSTRAINTS_DDL_SQL = """
+SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+WHERE conrelid = %s AND contype IN ('p', 'u', 'c', 'x', 'f') ORDER BY contype = 'f', conname
+"""
+
+_PLAIN_INDEXES_DDL_SQL = """
+SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+WHERE i.indrelid = %s AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+ORDER BY i.indexrelid
+"""
+
+
+@dataclass(frozen=True)
+class _IndexState:
+    table: str | None  # None: the name belongs to a relation that is not an index
+    valid: bool
+    builder_pid: int | None  # another backend is building it right now
+
+
+def split_table(table: str, schema: str | None = None) -> tuple[str, str]:
+    """(schema, table) from "table", "schema.table", or an explicit schema (the name is then taken whole)."""
+    if schema:
+        return schema, table
+    head, dot, tail = table.partition(".")
+    return (head, tail) if dot else (DEFAULT_SCHEMA, table)
+
+
+def _connect_params(url: URL) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    for key, value in url.query.items():
+        params[key] = value[-1] if isinstance(value, tuple) else value
+    params.setdefault("application_name", "dbopt")
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class PostgresTarget(Target):
+    dialect: ClassVar[Dialect] = "postgres"
+
+    def __init__(self, url: URL | str) -> None:
+        self._params = _connect_params(make_url(url))
+        try:
+            # prepare_threshold=None: psycopg would otherwise switch a query run 5+ times to a
+            # server-side prepared (possibly generic) plan, which skews timed() measurements.
+            self._conn = psycopg.connect(**self._params, autocommit=True, prepare_threshold=None)
+        except psycopg.Error as err:
+            where = f"{self._params.get('host', 'localhost')}:{self._params.get('port', 5432)}"
+            raise TargetError(f"cannot connect to PostgreSQL at {where}: {err}".strip()) from err
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _run(
+        self,
+        statement: str | sql.Composable,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        row_factory: RowFactory | None = None,
+        tag: bool = True,
+    ) -> list:
+        """Send one statement, tagged unless told otherwise; raw psycopg errors (callers classify them)."""
+        if not tag:
+            query: str | sql.Composable = statement
+        elif isinstance(statement, str):
+            query = f"{TOOL_MARKER} {statement}"
+        else:
+            query = sql.Composed([sql.SQL(TOOL_MARKER + " "), statement])
+        with self._conn.cursor(row_factory=row_factory or tuple_row) as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def _text(self, composed: sql.Composable) -> str:
+        return composed.as_string(self._conn)
+
+    def _extension_schema(self, name: str) -> str | None:
+        rows = self._run(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = %s",
+            [name],
+        )
+        return rows[0][0] if rows else None
+
+    def _flush_own_stats(self) -> None:
+        # PG15 publishes this session's counters (idx_scan, n_tup_*) only about once a second;
+        # forcing the flush makes catalog reads see the tool's own recent activity too.
+        self._run("SELECT pg_stat_force_next_flush()")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def quote(self, identifier: str) -> str:
+        return sql.Identifier(identifier).as_string(self._conn)
+
+    def server_version(self) -> str:
+        return self._run("SHOW server_version")[0][0]
+
+    def execute(self, statement: str, params: Sequence[Any] | None = None, *, tag: bool = True) -> list[tuple]:
+        try:
+            return self._run(statement, params, tag=tag)
+        except psycopg.Error as err:
+            raise TargetError(
+                f"PostgreSQL rejected the statement: {str(err).strip()}; statement: {statement[:300]}"
+            ) from err
+
+    def timed(self, query: str) -> float:
+        # Untagged: pg_stat_statements keeps the first text it sees for a queryid (comments are not
+        # part of the id), so a tagged replay could hide the application's own statement from the
+        # next extraction. The replayed queries are the application's, and count as its workload.
+        start = time.perf_counter()
+        self.execute(query, tag=False)
+        return (time.perf_counter() - start) * 1000.0
+
+    # --- workload ----------------------------------------------------------------------------
+    def _stat_statements_schema(self) -> str:
+        schema = self._extension_schema("pg_stat_statements")
+        if schema is None:
+            raise TargetError(
+                f"pg_stat_statements is not installed in database {self._params.get('dbname')!r}: run "
+                "CREATE EXTENSION pg_stat_statements; add it to shared_preload_libraries (then restart)"
+            )
+        return schema
+
+    def workload(self, flt: WorkloadFilter | None = None) -> list[Statement]:
+        view = sql.Identifier(self._stat_statements_schema(), "pg_stat_statements")
+        query = sql.SQL(_WORKLOAD_SQL).format(view=view)
+        try:
+            rows = self._run(query)
+        except errors.ObjectNotInPrerequisiteState as err:
+            raise TargetError(f"{err}: add pg_stat_statements to shared_preload_libraries and restart") from err
+        statements = [
+            Statement(
+                digest=str(queryid),
+                query=text,
+                calls=calls,
+                total_ms=total,
+                mean_ms=mean,
+                stddev_ms=stddev,
+                rows=nrows,
+                shared_blks_hit=hit,
+                shared_blks_read=read,
+                source="pg_stat_statements",
+            )
+            for queryid, text, calls, total, mean, stddev, nrows, hit, read in rows
+            if calls and text and _PLANNABLE.match(text)
+        ]
+        return (flt or WorkloadFilter()).apply(statements)
+
+    def reset_workload(self) -> None:
+        func = sql.Identifier(self._stat_statements_schema(), "pg_stat_statements_reset")
+        current_db = sql.SQL("(SELECT oid FROM pg_database WHERE datname = current_database())")
+        # userid 0 / queryid 0 = every user and statement, but only this database
+        self._run(sql.SQL("SELECT {}(0, {}, 0)").format(func, current_db))
+        qualstats = self._extension_schema("pg_qualstats")
+        if qualstats is not None:
+            self._run(sql.SQL("SELECT {}()").format(sql.Identifier(qualstats, "pg_qualstats_reset")))
+
+    # --- plans -------------------------------------------------------------------------------
+    def explain(self, query: str) -> Explain:
+        text = query.strip().rstrip(";").strip()
+        placeholders = [int(n) for n in _PLACEHOLDER.findall(_STRING_LITERAL.sub("''", text))]
+        try:
+            if placeholders:
+                raw = self._explain_generic(text, max(placeholders))
+            else:
+                raw = self._run(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(text))[0][0]
+        except psycopg.Error as err:
+            raise TargetError(f"cannot EXPLAIN {text[:200]!r}: {err}".strip()) from err
+        return plan_to_explain(raw)
+
+    def _explain_generic(self, query: str, nparams: int) -> Any:
+        """Plan a normalized ($n) query as Dexter does on PG < 16: a generic plan with NULL parameters."""
+        name = sql.Identifier(f"dbopt_{uuid.uuid4().hex[:12]}")
+        nulls = sql.SQL(", ").join([sql.NULL] * nparams)
+        prepared = False
+        self._run("BEGIN")
+        try:
+            self._run("SET LOCAL plan_cache_mode = force_generic_plan")
+            self._run(sql.SQL("PREPARE {} AS ").format(name) + sql.SQL(query))
+            prepared = True
+            return self._run(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(name, nulls))[0][0]
+        finally:
+            self._run("ROLLBACK")
+            # PREPARE is not transactional: deallocate exactly this statement (others may be in use)
+            if prepared:
+                self._run(sql.SQL("DEALLOCATE {}").format(name))
+
+    def whatif(self, query: str, indexes: Sequence[IndexSpec]) -> Explain | None:
+        schema = self._extension_schema("hypopg")
+        if schema is None:
+            return None
+        create = sql.Identifier(schema, "hypopg_create_index")
+        drop = sql.Identifier(schema, "hypopg_drop_index")
+        created: list[int] = []
+        spec_names: dict[str, str] = {}
+        try:
+            for spec in indexes:
+                ddl = self._text(self._index_sql(spec, online=False))
+                try:
+                    oid, hypo_name = self._run(sql.SQL("SELECT * FROM {}({})").format(create, sql.Literal(ddl)))[0]
+                except psycopg.Error as err:
+                    raise TargetError(f"HypoPG rejected index {spec.name!r} ({ddl}): {err}".strip()) from err
+                created.append(oid)
+                spec_names[hypo_name] = spec.name
+            plan = self.explain(query)
+        finally:
+            for oid in created:
+                self._run(sql.SQL("SELECT {}(%s)").format(drop), [oid])
+        scans = tuple(dataclasses.replace(s, index=spec_names.get(s.index or "", s.index)) for s in plan.scans)
+        return dataclasses.replace(plan, scans=scans)
+
+    # --- catalog -----------------------------------------------------------------------------
+    def indexes(self, tables: Iterable[str] | None = None) -> list[IndexInfo]:
+        pairs = [split_table(t) for t in tables] if tables is not None else []
+        self._flush_own_stats()
+        rows = self._run(
+            _INDEXES_SQL,
+            {
+                "system": list(_SYSTEM_SCHEMAS),
+                "all": tables is None,
+                "schemas": [s for s, _ in pairs],
+                "names": [t for _, t in pairs],
+            },
+            namedtuple_row,
+        )
+        by_schema: dict[str, list[IndexInfo]] = {}
+        for r in rows:
+            by_schema.setdefault(r.schema, []).append(
+                IndexInfo(
+                    table=r.table,
+                    name=r.name,
+                    columns=tuple(r.columns[: r.nkeys]),
+                    descending=tuple(bool(opt & 1) for opt in r.options[: r.nkeys]),  # 1 = INDOPTION_DESC
+                    include=tuple(r.columns[r.nkeys :]),
+                    unique=r.unique,
+                    primary=r.primary,
+                    valid=r.valid,
+                    partial=r.partial,
+                    expression=r.expression,
+                    size_bytes=r.size,
+                    scans=r.scans,
+                    unused=None if r.scans is None else r.scans == 0 and not (r.unique or r.primary),
+                    definition=r.definition,
+                    schema=r.schema,
+                )
+            )
+        # redundancy is judged per schema: IndexInfo.table is the bare table name
+        return [ix for group in by_schema.values() for ix in mark_redundant(group)]
+
+    def _find_table(self, table: str) -> tuple[str, str, tuple]:
+        """(schema, name, row of _TABLE_SQL); a clear error for a table that does not exist."""
+        schema, name = split_table(table)
+        rows = self._run(_TABLE_SQL, [schema, name])
+        if not rows:
+            raise TargetError(f"table {table!r} not found (looked for {name!r} in schema {schema!r})")
+        return schema, name, rows[0]
+
+    def table_stats(self, tables: Iterable[str]) -> dict[str, TableStats]:
+        self._flush_own_stats()
+        out: dict[str, TableStats] = {}
+        for table in tables:
+            schema, name, (oid, reltuples, size, writes, never_analyzed) = self._find_table(table)
+            if never_analyzed:
+                self._run(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
+                schema, name, (oid, reltuples, size, writes, _) = self._find_table(table)
+            rows = max(int(reltuples), 0)
+            distinct: dict[str, float | None] = {}
+            top: dict[str, float | None] = {}
+            for column, n_distinct, top_freq in self._run(_COLUMN_STATS_SQL, [schema, name, oid]):
+                # negative n_distinct is a fraction of the row count (distinct values grow with the table)
+                distinct[column] = (
+                    None if n_distinct is None else (-n_distinct * rows if n_distinct < 0 else n_distinct)
+                )
+                top[column] = top_freq
+            out[table] = TableStats(table, rows, size, writes, distinct, top, tuple(distinct))
+        return out
+
+    # --- changes -----------------------------------------------------------------------------
+    def _index_sql(self, spec: IndexSpec, *, online: bool) -> sql.Composed:
+        schema, table = split_table(spec.table, spec.schema)
+        keys = [
+            sql.SQL("{} DESC").format(sql.Identifier(c)) if spec.is_descending(i) else sql.Identifier(c)
+            for i, c in enumerate(spec.columns)
+        ]
+        parts = [
+            sql.SQL("CREATE UNIQUE INDEX" if spec.unique else "CREATE INDEX"),
+            sql.SQL("CONCURRENTLY IF NOT EXISTS") if online else None,
+            sql.SQL("{} ON {} ({})").format(
+                sql.Identifier(spec.name), sql.Identifier(schema, table), sql.SQL(", ").join(keys)
+            ),
+            sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, spec.include)))
+            if spec.include
+            else None,
+        ]
+        return sql.SQL(" ").join([p for p in parts if p is not None])
+
+    def index_ddl(self, spec: IndexSpec) -> str:
+        return self._text(self._index_sql(spec, online=True))
+
+    def _index_state(self, schema: str, name: str) -> _IndexState | None:
+        rows = self._run(_INDEX_STATE_SQL, [schema, name])
+        if not rows:
+            return None
+        table, valid, builder = rows[0]
+        return _IndexState(table, bool(valid), builder)
+
+    def _drop_sql(self, schema: str, name: str) -> sql.Composed:
+        return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
+
+    def _set_timeouts(self, lock_timeout_s: float, statement_timeout_s: float | None = None) -> None:
+        settings = {"lock_timeout": lock_timeout_s, "statement_timeout": statement_timeout_s}
+        for setting, seconds in settings.items():
+            if seconds is not None:
+                value = sql.Literal(f"{max(1, round(seconds * 1000))}ms")
+                self._run(sql.SQL("SET {} = {}").format(sql.Identifier(setting), value))
+
+    def _reset_timeouts(self) -> None:
+        self._run("RESET lock_timeout")
+        self._run("RESET statement_timeout")
+
+    def _online_ddl(
+        self, statement: sql.Composable, retries: int, on_failure: Callable[[BaseException], None] | None = None
+    ) -> tuple[int, psycopg.Error | None]:
+        """Run an online DDL with retries; (attempts, the final error or None)."""
+        attempts = 0
+
+        def attempt(n: int) -> None:
+            nonlocal attempts
+            attempts = n
+            self._run(statement)
+
+        try:
+            with_retries(attempt, _RETRYABLE, retries, on_failure=on_failure)
+        except psycopg.Error as err:
+            return attempts, err
+        return attempts, None
+
+    def _drop_leftover(self, schema: str, name: str) -> bool:
+        """Drop the INVALID index a failed build left (one try); True if one was dropped."""
+        state = self._index_state(schema, name)
+        if state is None or state.valid or state.table is None or state.builder_pid is not None:
+            return False
+        try:
+            self._run(self._drop_sql(schema, name))
+        except psycopg.Error:
+            return False  # still blocked: the caller reports the leftover, the next run cleans it
+        return True
+
+    def create_index(
+        self,
+        spec: IndexSpec,
+        *,
+        lock_timeout_s: float = 5.0,
+        statement_timeout_s: float = 3600.0,
+        retries: int = 3,
+    ) -> DdlResult:
+        schema, _ = split_table(spec.table, spec.schema)
+        statement = self.index_ddl(spec)
+        start = time.perf_counter()
+
+        def result(status: Any, attempts: int = 0, error: str | None = None, cleaned: bool = False) -> DdlResult:
+            elapsed = (time.perf_counter() - start) * 1000.0
+            return DdlResult("create", spec.table, spec.name, status, statement, attempts, elapsed, error, cleaned)
+
+        existing = self._index_state(schema, spec.name)
+        if existing is not None:
+            if existing.table is None:
+                return result("failed", error=f"a relation named {spec.name!r} that is not an index exists")
+            if existing.valid:
+                return result("exists")
+            if existing.builder_pid is not None:
+                return result("failed", error=f"index is being built by backend pid {existing.builder_pid}")
+        cleaned = False
+
+        def clean_leftover(_: BaseException) -> None:
+            nonlocal cleaned
+            cleaned = self._drop_leftover(schema, spec.name) or cleaned
+
+        self._set_timeouts(lock_timeout_s, statement_timeout_s)
+        try:
+            if existing is not None:  # an INVALID leftover of an earlier failed build
+                attempts, err = self._online_ddl(self._drop_sql(schema, spec.name), retries)
+                if err is not None:
+                    return result("failed", attempts, f"cannot drop INVALID leftover {spec.name!r}: {err}".strip())
+                cleaned = True
+            attempts, err = self._online_ddl(self._index_sql(spec, online=True), retries, clean_leftover)
+            if err is None:
+                return result("created", attempts, cleaned=cleaned)
+            if not isinstance(err, _RETRYABLE):  # e.g. a uniqueness violation leaves one too
+                clean_leftover(err)
+            error = str(err).strip()
+            if self._index_state(schema, spec.name) is not None:
+                error += (
+                    f"; INVALID index {spec.name!r} could not be dropped yet (still blocked): "
+                    "the next create_index/drop_index removes it"
+                )
+            return result("failed", attempts, error, cleaned)
+        finally:
+            self._reset_timeouts()
+
+    def drop_index(self, table: str, name: str, *, lock_timeout_s: float = 5.0, retries: int = 3) -> DdlResult:
+        schema, bare_table = split_table(table)
+        drop = self._drop_sql(schema, name)
+        statement = self._text(drop)
+        start = time.perf_counter()
+        state = self._index_state(schema, name)
+        if state is None:
+            return DdlResult("drop", table, name, "absent", statement, 0)
+        if state.table != bare_table:
+            error = f"{name!r} is not an index of {table!r} (it belongs to {state.table or 'no table'!r})"
+            return DdlResult("drop", table, name, "failed", statement, 0, error=error)
+        self._set_timeouts(lock_timeout_s)
+        try:
+            attempts, err = self._online_ddl(drop, retries)
+        finally:
+            self._reset_timeouts()
+        elapsed = (time.perf_counter() - start) * 1000.0
+        if err is not None:
+            return DdlResult("drop", table, name, "failed", statement, attempts, elapsed, str(err).strip())
+        return DdlResult("drop", table, name, "dropped", statement, attempts, elapsed)
+
+    # --- health and safety -------------------------------------------------------------------
+    def health(self, long_transaction_s: float = 60.0) -> HealthFigures:
+        h = self._run(_HEALTH_SQL, [long_transaction_s], namedtuple_row)[0]
+        return HealthFigures(
+            cache_hit_ratio=h.hit / (h.hit + h.read) if h.hit + h.read else None,
+            connections_used=h.used,
+            connections_max=h.max_connections,
+            replication_lag_s=h.replay_lag if h.standby else h.replicas_lag,
+            long_transactions=h.long_transactions,
+            longest_transaction_s=h.longest,
+            deadlocks=h.deadlocks,
+            server_version=h.version,
+        )
+
+    def backup(self, tables: Iterable[str], dest_dir: Path, undo: Sequence[IndexSpec] = ()) -> BackupResult:
+        names = list(tables)
+        found = [self._find_table(t) for t in names]  # fails early, naming a missing table
+        pairs = [(schema, table) for schema, table, _ in found]
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        stamp = timestamp()
+        path = dest_dir / f"dbopt-schema-{self._params.get('dbname', 'db')}-{stamp}.sql"
+        if shutil.which("pg_dump"):
+            self._pg_dump(pairs, path)
+            detail = "pg_dump --schema-only"
+        else:
+            path.write_text(self._catalog_ddl([(schema, table, row[0]) for schema, table, row in found]))
+            detail = "DDL reconstructed from the catalog (pg_dump not on PATH)"
+        undo_path = None
+        if undo:
+            undo_path = dest_dir / f"dbopt-undo-{self._params.get('dbname', 'db')}-{stamp}.sql"
+            drops = [self._text(self._drop_sql(split_table(s.table, s.schema)[0], s.name)) + ";" for s in undo]
+            header = "-- dbopt undo: drops the indexes dbopt created. Run with psql -f (each statement on its own).\n"
+            undo_path.write_text(header + "\n".join(drops) + "\n")
+        text = path.read_text() if path.exists() else ""
+        verified = bool(text) and all(self._has_create_table(text, s, t) for s, t in pairs)
+        return BackupResult(
+            kind="ddl_dump",
+            path=str(path),
+            verified=verified,
+            tables=tuple(names),
+            size_bytes=path.stat().st_size if path.exists() else None,
+            undo_path=str(undo_path) if undo_path else None,
+            detail=detail,
+        )
+
+    def _has_create_table(self, text: str, schema: str, table: str) -> bool:
+        # pg_dump quotes only where needed (quote_ident); the catalog fallback always quotes
+        minimal = self._run("SELECT quote_ident(%s) || '.' || quote_ident(%s)", [schema, table])[0][0]
+        full = self._text(sql.Identifier(schema, table))
+        return any(f"CREATE TABLE {name} (" in text for name in (minimal, full))
+
+    def _pg_dump(self, pairs: Sequence[tuple[str, str]], path: Path) -> None:
+        params = {k: v for k, v in self._params.items() if k != "password"}
+        env = dict(os.environ)
+        if "password" in self._params:
+            env["PGPASSWORD"] = str(self._params["password"])  # not on the command line (ps shows it)
+        cmd = ["pg_dump", "--schema-only", "--strict-names", "--file", str(path), "--dbname", make_conninfo(**params)]
+        for schema, table in pairs:
+            # a quoted pattern matches the name literally (no wildcards)
+            cmd += ["--table", self._text(sql.Identifier(schema, table))]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            raise TargetError(f"pg_dump failed (exit {done.returncode}): {done.stderr.strip()}")
+
+    def _catalog_ddl(self, tables: Sequence[tuple[str, str, int]]) -> str:
+        """CREATE TABLE/INDEX statements from the catalog (columns, constraints, indexes; no sequences)."""
+        out = [f"-- dbopt schema backup of {self._params.get('dbname')} at {timestamp()}\n"]
+        for schema, table, oid in tables:
+            lines = []
+            for col, typ, notnull, default, identity, generated in self._run(_COLUMNS_DDL_SQL, [oid]):
+                line = sql.SQL("{} {}").format(sql.Identifier(col), sql.SQL(typ))
+                if generated == "s":
+                    line += sql.SQL(" GENERATED ALWAYS AS ({}) STORED").format(sql.SQL(default))
+                elif identity:
+                    kind = "ALWAYS" if identity == "a" else "BY DEFAULT"
+                    line += sql.SQL(f" GENERATED {kind} AS IDENTITY")
+                elif default is not None:
+                    line += sql.SQL(" DEFAULT {}").format(sql.SQL(default))
+                if notnull:
+                    line += sql.SQL(" NOT NULL")
+                lines.append(line)
+            for name, definition in self._run(_CONSTRAINTS_DDL_SQL, [oid]):
+                lines.append(sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(name), sql.SQL(definition)))
+            body = sql.SQL(",\n    ").join(lines)
+            out.append(
+                self._text(sql.SQL("CREATE TABLE {} (\n    {}\n);\n").format(sql.Identifier(schema, table), body))
+            )
+            out.extend(f"{definition};\n" for (definition,) in self._run(_PLAIN_INDEXES_DDL_SQL, [oid]))
+        return "\n".join(out)
