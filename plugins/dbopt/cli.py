@@ -56,15 +56,15 @@ def cmd_advise(args: argparse.Namespace) -> int:
         return 0
     print(f"workload: {len(workload)} statements")
     rows = [
-        {"table": r["table"], "columns": ", ".join(r["columns"]), "size": _bytes(r.get("est_size_bytes")),
-         "cost before→after": f"{r.get('est_cost_before', 0):.1f}→{r.get('est_cost_after', 0):.1f}",
-         "queries": len(r.get("queries", [])), "reason": r.get("reason", "")}
+        {"table": r["table"], "columns": ", ".join(r["columns"]), "size": _bytes(r["estimated_size_bytes"]),
+         "cost before→after": f"{r['cost_before']:.1f}→{r['cost_after']:.1f} ({r['method']})",
+         "queries": len(r["queries"]), "reason": r["reason"]}
         for r in advice["recommendations"]
     ]  # fmt: skip
     print(_table(rows, ["table", "columns", "size", "cost before→after", "queries", "reason"]) if rows
           else "no index recommended")  # fmt: skip
     for d in advice["drop_candidates"]:
-        print(f"drop candidate: {d.get('table')}.{d.get('name')}: {d.get('reason')}")
+        print(f"drop candidate: {d['table']}.{d['index']}: {d['reason']}")
     for ddl in advice["ddl"].values():
         print(ddl + ";")
     return 0

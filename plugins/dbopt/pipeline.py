@@ -48,32 +48,25 @@ def _mentions(query: str, tables: set[str]) -> bool:
     return any(t in text for t in tables)
 
 
-def explicit_specs(indexes: Iterable[ExplicitIndex]) -> list[IndexSpec]:
-    specs = []
-    for ix in indexes:
-        cols = [c.split() for c in ix.columns]
-        specs.append(
-            IndexSpec(
-                table=ix.table,
-                columns=tuple(c[0] for c in cols),
-                descending=tuple(len(c) == 2 and c[1].upper() == "DESC" for c in cols),
-                include=tuple(ix.include),
-                unique=ix.unique,
-                name=ix.name or "",
-            )
-        )
-    return specs
+def explicit_specs(target: Target, indexes: Iterable[ExplicitIndex]) -> list[IndexSpec]:
+    """The plan's explicit indexes, checked against the catalog (a missing table/column is an error)."""
+    from dbopt.advisor import spec_from_plan
+
+    return [
+        spec_from_plan(target, ix.table, ix.columns, include=ix.include, unique=ix.unique, name=ix.name or "")
+        for ix in indexes
+    ]
 
 
 def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[str, Any]:
     """The indexes to build this run (explicit + advised), with the inventory taken before any change."""
-    from dbopt.advisor import AdvisorPolicy, validate_specs
+    from dbopt.advisor import AdvisorPolicy
     from dbopt.advisor import advise as run_advisor
 
     statements = [Statement.from_dict(s) for s in workload]
     before = target.indexes()
     preexisting = sorted(ix.name for ix in before)
-    explicit = validate_specs(target, explicit_specs(plan.indexes.explicit))
+    explicit = explicit_specs(target, plan.indexes.explicit)
     recommendations: list[dict[str, Any]] = []
     drop_candidates: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -122,11 +115,13 @@ def bench_queries(plan: Plan, workload: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Real latencies of the queries: the plan's iterations spread over up to 5 shuffled rounds."""
     from dbopt.bench import BenchQuery, measure
 
-    bq = [BenchQuery(name=q["name"], variants=tuple(q["sql"])) for q in queries]
     b = plan.benchmark
-    return measure(target, bq, iterations=b.iterations, warmup=b.warmup).to_dict()
+    rounds = min(5, b.iterations)
+    bq = [BenchQuery(name=q["name"], sql=tuple(q["sql"])) for q in queries]
+    return measure(target, bq, iterations=-(-b.iterations // rounds), warmup=b.warmup, rounds=rounds).to_dict()
 
 
 def create_index(plan: Plan, target: Target, spec: dict[str, Any], dry_run: bool) -> dict[str, Any]:
@@ -159,31 +154,38 @@ def keep_or_revert(
     before: dict[str, Any],
     after: dict[str, Any],
 ) -> dict[str, Any]:
-    """Per index: keep it when a query it serves got measurably faster and none got slower."""
-    from dbopt.bench import BenchResult, compare
+    """Per index: keep it when a query it serves got measurably faster and none of them got slower."""
+    from dbopt.bench import BenchResult, check_plan_targets, compare
 
     b = plan.benchmark
-    comparison = compare(BenchResult.from_dict(before), BenchResult.from_dict(after), min_effect=b.min_effect,
-                         alpha=b.alpha).to_dict()  # fmt: skip
-    verdicts = {q["name"]: q["verdict"] for q in comparison["queries"]}
+    measured_after = BenchResult.from_dict(after)
+    comparison = compare(BenchResult.from_dict(before), measured_after, min_effect=b.min_effect, alpha=b.alpha)
+    verdicts = {q.name: q.verdict for q in comparison.queries}
     decisions = []
     for ddl in created:
         if ddl["status"] not in ("created", "exists", "dry_run"):
             continue
         served = verification["used_by"].get(ddl["index"], [])
-        got = [verdicts.get(q, "inconclusive") for q in served]
+        got = {q: verdicts.get(q, "inconclusive") for q in served}
         if not served:
             keep, why = False, "no benchmark query uses it (EXPLAIN after build)"
-        elif "regressed" in got:
-            keep, why = False, f"a query it serves regressed: {dict(zip(served, got, strict=True))}"
-        elif "improved" in got:
-            keep, why = True, f"improved {[q for q, v in zip(served, got, strict=True) if v == 'improved']}"
+        elif "regressed" in got.values():
+            keep, why = False, f"a query it serves regressed: {got}"
+        elif "improved" in got.values():
+            keep, why = True, f"improved: {[q for q, v in got.items() if v == 'improved']}"
         else:
-            keep, why = False, f"no measurable gain on the queries it serves: {dict(zip(served, got, strict=True))}"
-        decisions.append({"table": ddl["table"], "index": ddl["index"], "keep": keep, "reason": why})
+            keep, why = False, f"no measurable gain on the queries it serves: {got}"
+        decisions.append({"table": ddl["table"], "index": ddl["index"], "keep": keep, "reason": why, "verdicts": got})
     revert = [d["index"] for d in decisions if not d["keep"]]
-    return {"indexes": decisions, "revert": revert, "comparison": comparison,
-            "decision": "revert" if revert else "keep"}  # fmt: skip
+    evidence = comparison.to_dict()
+    del evidence["before"], evidence["after"]  # already in the bench_before/bench_after results
+    return {
+        "indexes": decisions,
+        "revert": revert,
+        "decision": "revert" if revert else "keep",
+        "comparison": evidence,
+        "plan_targets": check_plan_targets(measured_after, b.targets).to_dict() if b.targets else None,
+    }
 
 
 def revert_indexes(

@@ -1,0 +1,223 @@
+"""advise(): workload in, index advice out — parse, gather statistics, generate, cost, select."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from sqlglot import exp
+
+from dbopt.advisor.candidates import Rejection, as_index_info, generate
+from dbopt.advisor.cost import Coster
+from dbopt.advisor.drops import drop_candidates
+from dbopt.advisor.model import Advice, QueryEstimate, Recommendation, SkippedStatement, short
+from dbopt.advisor.parse import ParseFailure, analyse, parse_sql, table_names
+from dbopt.advisor.policy import AdvisorPolicy
+from dbopt.advisor.select import Pick, Selection, WorkItem, select, serves
+from dbopt.targets.base import Dialect, IndexInfo, IndexSpec, Statement, TableStats, Target, TargetError
+from dbopt.targets.common import covers
+
+
+class _Timer(dict[str, float]):
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[phase] = self.get(phase, 0.0) + (time.perf_counter() - start) * 1000.0
+
+
+def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolicy | None = None) -> Advice:
+    """Recommend indexes for the workload ``statements`` on ``target`` (nothing is changed)."""
+    policy = policy or AdvisorPolicy()
+    timer = _Timer()
+    skipped: list[SkippedStatement] = []
+
+    def skip(st: Statement, reason: str) -> None:
+        skipped.append(SkippedStatement(st.digest, short(st.query), reason))
+
+    with timer("total_ms"):
+        with timer("parse_ms"):
+            trees = []
+            for st in statements:
+                try:
+                    trees.append((st, *_parse(st, target.dialect)))
+                except ParseFailure as err:
+                    skip(st, str(err))
+        with timer("catalog_ms"):
+            stats, missing = _table_stats(
+                target, {t for _, _, tree in trees for t in table_names(tree, target.dialect)}
+            )
+            existing = target.indexes(list(stats)) if stats else []
+            columns = {t: s.columns for t, s in stats.items()}
+        items = []
+        with timer("parse_ms"):
+            for st, text, tree in trees:
+                absent = sorted(table_names(tree, target.dialect) & missing)
+                parsed = analyse(tree, columns)
+                if absent:
+                    skip(st, f"table not found: {', '.join(absent)}")
+                elif parsed.kind == "other":
+                    skip(st, "not a query or INSERT/UPDATE/DELETE")
+                else:
+                    items.append(WorkItem(st, text, parsed))
+        with timer("candidates_ms"):
+            candidates, rejected = _candidates(items, stats, existing, policy, target.dialect)
+        coster = Coster(target, stats, existing)
+        with timer("cost_ms"):
+            items = _plannable(items, candidates, coster, skip)
+        with timer("select_ms"):
+            selection = select(items, candidates, coster, stats, policy)
+        total_weight = sum(it.weight_ms for it in items) or 1.0
+        recommendations = sorted(
+            (_recommendation(p, items, selection, target, existing, total_weight) for p in selection.picks),
+            key=lambda r: -r.benefit_ms,
+        )
+        in_use = {name for est in selection.baseline.values() for name in est.used}
+        drops = drop_candidates(existing, [r.spec for r in recommendations], in_use, policy.suggest_drops)
+    timer["whatif_calls"] = float(coster.whatif_calls)
+    return Advice(
+        dialect=target.dialect,
+        recommendations=tuple(recommendations),
+        drop_candidates=tuple(drops),
+        skipped=tuple(skipped),
+        rejected=tuple(rejected),
+        statements=len(statements),
+        analysed=len(items),
+        timing={k: round(v, 2) for k, v in timer.items()},
+    )
+
+
+def _parse(st: Statement, dialect: Dialect) -> tuple[str, exp.Expression]:
+    """Prefer the concrete example (real LIKE patterns and values); fall back to the normalized text."""
+    if st.example:
+        try:
+            return st.example, parse_sql(st.example, dialect)
+        except ParseFailure:
+            pass  # examples can be truncated by the engine
+    return st.query, parse_sql(st.query, dialect)
+
+
+def _table_stats(target: Target, tables: set[str]) -> tuple[dict[str, TableStats], set[str]]:
+    """Statistics of the tables that exist, and the names that do not."""
+    try:
+        return target.table_stats(sorted(tables)), set()
+    except TargetError:
+        stats, missing = {}, set()
+        for table in sorted(tables):
+            try:
+                stats.update(target.table_stats([table]))
+            except TargetError:
+                missing.add(table)
+        return stats, missing
+
+
+def _candidates(
+    items: Sequence[WorkItem],
+    stats: dict[str, TableStats],
+    existing: Sequence[IndexInfo],
+    policy: AdvisorPolicy,
+    dialect: Dialect,
+) -> tuple[list[IndexSpec], list[Rejection]]:
+    specs: dict[IndexSpec, None] = {}
+    rejected: dict[Rejection, None] = {}
+    for it in items:
+        for usage in it.parsed.usages:
+            if usage.table not in stats:
+                continue
+            on_table = [ix for ix in existing if ix.table.lower() == usage.table.lower()]
+            found, refused = generate(usage, stats[usage.table], on_table, policy, dialect)
+            specs.update(dict.fromkeys(found))
+            rejected.update(dict.fromkeys(refused))
+    return list(specs), list(rejected)
+
+
+def _plannable(
+    items: list[WorkItem], candidates: Sequence[IndexSpec], coster: Coster, skip: Callable[[Statement, str], None]
+) -> list[WorkItem]:
+    """Items whose baseline the engine can plan (only those a candidate could serve need a plan)."""
+    out = []
+    for it in items:
+        if any(serves(c, it.parsed) for c in candidates):
+            try:
+                coster.cost(it.text, it.parsed, [])
+            except TargetError as err:
+                skip(it.statement, f"cannot plan: {err}")
+                continue
+        out.append(it)
+    return out
+
+
+def _recommendation(
+    pick: Pick,
+    items: Sequence[WorkItem],
+    selection: Selection,
+    target: Target,
+    existing: Sequence[IndexInfo],
+    total_weight: float,
+) -> Recommendation:
+    spec = pick.spec
+    queries = tuple(
+        QueryEstimate(
+            digest=items[s.item].statement.digest,
+            query=short(items[s.item].statement.query),
+            weight_ms=round(items[s.item].weight_ms, 3),
+            cost_before=round(s.before, 3),
+            cost_after=round(s.after, 3),
+            method=s.method,
+        )
+        for s in pick.served
+    )
+    before = sum(q.cost_before for q in queries)
+    after = sum(q.cost_after for q in queries)
+    method = ",".join(sorted({q.method for q in queries})) or "none"
+    share = sum(q.weight_ms for q in queries) / total_weight
+    roles = _roles(spec, items[pick.served[0].item] if pick.served else None)
+    cut = (1 - after / before) if before else 0.0
+    reason = (
+        f"{roles}; serves {len(queries)} statement(s), {share:.0%} of workload time; "
+        f"estimated cost {before:.1f} → {after:.1f} ({cut:.0%} less, {method}); "
+        f"~{pick.size_bytes / 1e6:.1f} MB"
+    )
+    if pick.penalty_ms:
+        reason += f"; write penalty {pick.penalty_ms:.0f} ms of {pick.benefit_ms:.0f} ms saved"
+    info = as_index_info(spec)
+    return Recommendation(
+        spec=spec,
+        ddl=target.index_ddl(spec),
+        table=spec.table,
+        columns=spec.columns,
+        include=spec.include,
+        queries=queries,
+        cost_before=round(before, 3),
+        cost_after=round(after, 3),
+        benefit_ms=round(pick.benefit_ms, 3),
+        write_penalty_ms=round(pick.penalty_ms, 3),
+        estimated_size_bytes=pick.size_bytes,
+        method=method,
+        reason=reason,
+        makes_redundant=tuple(ix.name for ix in existing if not (ix.unique or ix.primary) and covers(info, ix)),
+    )
+
+
+def _roles(spec: IndexSpec, item: WorkItem | None) -> str:
+    """'equality on a, b; range on c; sort on d' for the first statement the index serves."""
+    usage = next((u for u in item.parsed.usages if u.table == spec.table), None) if item else None
+    if usage is None:
+        return f"index on {spec.table}({', '.join(spec.columns)})"
+    sort_cols = {c for c, _ in usage.order_by} | set(usage.group_by)
+    parts: dict[str, list[str]] = {}
+    for col in spec.columns:
+        role = (
+            "equality" if col in usage.equality
+            else "join" if col in usage.join
+            else "range" if col in usage.range
+            else "sort" if col in sort_cols
+            else "covering"
+        )  # fmt: skip
+        parts.setdefault(role, []).append(col)
+    if spec.include:
+        parts.setdefault("covering", []).extend(spec.include)
+    return "; ".join(f"{role} on {', '.join(cols)}" for role, cols in parts.items())
