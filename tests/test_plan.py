@@ -31,8 +31,8 @@ def test_week17_reproduces_the_seed_plan():
     assert plan.health_gate.error_rate_max_pct == 0.5 and plan.health_gate.p95_ms_max == 50
     assert plan.benchmark.targets == {"mean_ms": 15, "p95_ms": 25}
     assert plan.deploy.canary_percent == 10 and plan.deploy.env["DB_POOL_SIZE"] == "15"
-    rules = {(r.metric, r.threshold, r.for_s) for r in plan.monitor.rules}
-    assert ("error_rate", 0.01, 300) in rules and ("p95_ms", 100, 0) in rules
+    rules = {(r.metric, r.threshold, r.sustained_for_s) for r in plan.monitor.rules}
+    assert ("error_ratio", 0.01, 300) in rules and ("latency_p95_ms", 100, 0) in rules
     assert plan.targets[0].cloud_sql is not None
 
 

@@ -12,10 +12,52 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dbopt.plan import ExplicitIndex, Plan
+from dbopt.plan import ExplicitIndex, HealthGate, Plan
 from dbopt.targets.base import IndexSpec, Statement, Target, WorkloadFilter
 
 _DEFAULT_SOURCE = {"postgres": "pg_stat_statements", "mysql": "performance_schema", "sqlite": "querylog"}
+
+
+def gate_rules(gate: HealthGate) -> list[dict[str, Any]]:
+    """The plan's GO/NO-GO thresholds as rules (each rule states the bad state)."""
+    service = {"scope": "service", "window_s": gate.window_s}
+    rules: list[dict[str, Any]] = []
+    if gate.availability_min_pct is not None:  # availability = share of requests answered without a 5xx
+        rules.append({"name": "availability", "metric": "error_ratio", "op": ">",
+                      "threshold": 1 - gate.availability_min_pct / 100, **service})  # fmt: skip
+    if gate.error_rate_max_pct is not None:
+        rules.append({"metric": "error_ratio", "op": ">", "threshold": gate.error_rate_max_pct / 100, **service})
+    if gate.p95_ms_max is not None:
+        rules.append({"metric": "latency_p95_ms", "op": ">", "threshold": gate.p95_ms_max, **service})
+    database = [
+        ("cache_hit_ratio", "<", gate.cache_hit_ratio_min),
+        ("replication_lag_s", ">", None if gate.replication_lag_ms_max is None else gate.replication_lag_ms_max / 1000),
+        ("long_transactions", ">", gate.long_transactions_max),
+        (
+            "connections_ratio",
+            ">",
+            None if gate.connections_used_max_pct is None else gate.connections_used_max_pct / 100,
+        ),
+    ]
+    rules += [{"metric": m, "op": op, "threshold": t, "scope": "database"} for m, op, t in database if t is not None]
+    return rules
+
+
+def gate_decision(gate: HealthGate, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """GO only if every target's gate is GO; with ``on_missing: ignore`` figures nobody can measure
+    (inconclusive for lack of data) do not count against GO — failing figures always do."""
+    decisions = {}
+    for name, r in results.items():
+        failing = [f for f in r["figures"] if f["verdict"] == "fail"]
+        unclear = [f for f in r["figures"] if f["verdict"] == "inconclusive"]
+        ok = not failing and (not unclear or gate.on_missing == "ignore")
+        decisions[name] = "GO" if ok else "NO-GO"
+    go = all(d == "GO" for d in decisions.values())
+    reasons = [f"{name}: {r['reason']}" for name, r in results.items() if decisions[name] == "NO-GO"]
+    if go and any(r["decision"] == "NO-GO" for r in results.values()):
+        reasons = ["figures that cannot be measured are ignored (on_missing: ignore)"]
+    return {"decision": "GO" if go else "NO-GO", "reason": "; ".join(reasons) or "all figures pass",
+            "targets": results}  # fmt: skip
 
 
 def workload_filter(plan: Plan) -> WorkloadFilter:

@@ -102,9 +102,19 @@ class HealthGate(Strict):
     long_transactions_max: int | None = Field(None, ge=0)
     long_transaction_s: float = Field(60, gt=0)
     connections_used_max_pct: float | None = Field(None, ge=0, le=100)
+    window_s: float = Field(86400, gt=0, description="service figures are judged over this window (seed: 24 h)")
     # Figures a source cannot measure: "no_go" is the safe default; "ignore" skips them.
     on_missing: Literal["no_go", "ignore"] = "no_go"
     metrics_conn_id: str | None = Field(None, description="Prometheus connection for service-level figures")
+
+    @model_validator(mode="after")
+    def _service_source(self) -> HealthGate:
+        service = [
+            k for k in ("availability_min_pct", "error_rate_max_pct", "p95_ms_max") if getattr(self, k) is not None
+        ]
+        if service and not self.metrics_conn_id:
+            raise ValueError(f"{', '.join(service)} need 'metrics_conn_id' (a Prometheus connection) to be measured")
+        return self
 
 
 class WorkloadSpec(Strict):
@@ -192,16 +202,32 @@ class DeploySpec(Strict):
 
 
 class RuleSpec(Strict):
+    """A rollback rule (the bad state). Field names are ``dbopt.metrics.rules.Rule``'s."""
+
     metric: Literal[
-        "error_rate", "p95_ms", "p99_ms", "request_rate", "pool_usage", "pool_timeouts",
-        "cache_hit_ratio", "replication_lag_ms", "long_transactions",
+        "latency_p95_ms", "error_ratio", "request_rate", "pool_usage", "pool_timeouts",
+        "cache_hit_ratio", "connections_used", "connections_ratio", "replication_lag_s",
+        "long_transactions", "longest_transaction_s",
     ]  # fmt: skip
     op: Literal["<", "<=", ">", ">="] = ">"
     threshold: float
-    for_s: float = Field(0, ge=0, description="the condition must hold this long to count")
     scope: Literal["canary", "baseline", "service", "database"] = "canary"
-    min_samples: int = Field(20, ge=0, description="fewer requests than this → inconclusive")
-    relative_to_baseline: bool = Field(False, description="threshold is a factor of the baseline's value")
+    window_s: float = Field(300, gt=0, description="how far back each evaluation looks")
+    sustained_for_s: float = Field(0, ge=0, description="the bad state must last this long to fail")
+    min_samples: int = Field(1, ge=1)
+    min_requests: int = Field(0, ge=0, description="fewer requests than this in the window → inconclusive")
+    relative_to: Literal["canary", "baseline", "service"] | None = Field(
+        None, description="threshold is a factor of this scope's value (e.g. canary p95 > 1.2 × baseline)"
+    )
+    name: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuleSpec:
+        if self.sustained_for_s > self.window_s:
+            raise ValueError("sustained_for_s must not exceed window_s")
+        if self.scope == "database" and (self.min_requests or self.relative_to):
+            raise ValueError("database rules take no min_requests or relative_to (the database counts no requests)")
+        return self
 
 
 class MonitorSpec(Strict):

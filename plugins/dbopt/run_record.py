@@ -17,40 +17,38 @@ TARGET_TASKS = ("extract", "advise", "backup", "bench_before", "create_index", "
 RUN_TASKS = ("health_check", "deploy_canary", "monitor_canary", "promote", "rollback")
 
 
-def _pull(ti: Any, task_id: str) -> Any:
-    value = ti.xcom_pull(task_ids=task_id, map_indexes=None) if task_id.endswith("create_index") else None
-    if value is None:
-        value = ti.xcom_pull(task_ids=task_id)
-    if value is not None and not isinstance(value, (dict, list, str, int, float, bool)):
-        value = list(value)  # a mapped task's LazyXComSequence
-    return value
-
-
-def _states(dag_run: Any) -> dict[str, str]:
-    states: dict[str, str] = {}
-    for ti in dag_run.get_task_instances() if hasattr(dag_run, "get_task_instances") else []:
-        key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
-        states[key] = str(ti.state)
-    return states
+def _pull(ti: Any, task_id: str, mapped: bool) -> Any:
+    # A list of task ids always gets a list back: every map index of a mapped task, in order
+    # (a single id would unwrap a one-element mapping to a bare value).
+    values = [v for v in ti.xcom_pull(task_ids=[task_id]) if v is not None]
+    if mapped:
+        return values
+    return values[0] if values else None
 
 
 def collect(plan: Plan, context: dict[str, Any]) -> dict[str, Any]:
     ti = context["ti"]
     dag_run = context["dag_run"]
+    present = {t.task_id: t for t in context["dag"].tasks}
+
+    def pull(task_id: str) -> Any:
+        task = present.get(task_id)
+        return None if task is None else _pull(ti, task_id, mapped=hasattr(task, "expand_input"))
+
     record: dict[str, Any] = {
         "plan": plan.id,
         "dag_id": plan.dag_id,
         "run_id": dag_run.run_id,
         "params": dict(context.get("params") or {}),
         "started": str(getattr(dag_run, "start_date", "") or ""),
-        "tasks": {t: _pull(ti, t) for t in RUN_TASKS},
+        "tasks": {t: pull(t) for t in RUN_TASKS},
         "targets": {},
     }
     for spec in plan.targets:
         record["targets"][spec.name] = {
             "dialect": spec.dialect,
             "conn_id": spec.conn_id,
-            **{t: _pull(ti, f"{spec.name}.{t}") for t in TARGET_TASKS},
+            **{t: pull(f"{spec.name}.{t}") for t in TARGET_TASKS},
         }
     return record
 

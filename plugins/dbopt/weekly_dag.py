@@ -66,6 +66,18 @@ def _params(plan: Plan) -> dict[str, Param]:
     return params
 
 
+def prometheus_source(conn_id: str, scopes: dict[str, dict[str, str]], window_s: float) -> Any:
+    """A Prometheus source from an Airflow HTTP connection (host, port, schema http/https)."""
+    from airflow.sdk import BaseHook
+
+    from dbopt.metrics.sources import PrometheusSource
+
+    conn = BaseHook.get_connection(conn_id)
+    scheme = conn.schema or "http"
+    # about 240 points per window: a 24 h gate does not need 15 s resolution
+    return PrometheusSource(f"{scheme}://{conn.host}:{conn.port or 9090}", scopes, step_s=max(15.0, window_s / 240))
+
+
 def _context_plan(plan: Plan) -> tuple[Plan, bool]:
     params = get_current_context()["params"]
     return effective_plan(plan, params), bool(params.get("dry_run"))
@@ -216,10 +228,28 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
 
         @task
         def health_check() -> dict[str, Any]:
-            from dbopt.gate import evaluate_gate
+            from dbopt.metrics.health_gate import health_gate
+            from dbopt.metrics.sources import DatabaseSource
 
             p, _ = _context_plan(plan)
-            return evaluate_gate(p)
+            rules = pipeline.gate_rules(p.health_gate)
+            if not rules:
+                return {"decision": "GO", "reason": "the plan sets no health thresholds", "targets": {}}
+            results = {}
+            for spec in p.targets:
+                h = DbTargetHook(spec.conn_id)
+                try:
+                    sources = {
+                        "database": DatabaseSource(target=h.target, long_transaction_s=p.health_gate.long_transaction_s)
+                    }
+                    if p.health_gate.metrics_conn_id:
+                        sources["metrics"] = prometheus_source(
+                            p.health_gate.metrics_conn_id, {"service": {}}, p.health_gate.window_s
+                        )
+                    results[spec.name] = health_gate(rules, sources).to_dict()
+                finally:
+                    h.close()
+            return pipeline.gate_decision(p.health_gate, results)
 
         @task.branch
         def go_no_go(gate: dict[str, Any]) -> list[str]:
@@ -234,6 +264,11 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             ctx = get_current_context()
             return collect_and_report(plan, ctx, reports_dir)
 
+        @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+        def failed_run_watcher() -> None:
+            """The report always succeeds, so without this a run whose build failed would look green."""
+            raise RuntimeError("a task of this run failed; see the report for what happened")
+
         gate = health_check()
         branch = go_no_go(gate)
         final = report()
@@ -242,6 +277,7 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             tg, done = _target_group(plan, spec, reports_dir)
             branch >> tg
             done >> final
+        list(dag.tasks) >> failed_run_watcher()
     return dag
 
 
