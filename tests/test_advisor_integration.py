@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import psycopg
 import pymysql
 import pytest
+from sqlalchemy.engine import make_url
+
 from dbopt.advisor import Advice, AdvisorPolicy, PlanIndexError, advise, spec_from_plan
 from dbopt.targets import open_target
 from dbopt.targets.base import IndexSpec, Statement, Target
-from sqlalchemy.engine import make_url
 
 ROWS = 30_000
 DDL = (

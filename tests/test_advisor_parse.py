@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dbopt.advisor.parse import ParseFailure, parse_sql, parse_statement, table_names
 
 COLUMNS = {

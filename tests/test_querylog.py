@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from dbopt.targets.base import TOOL_MARKER, TargetError, WorkloadFilter
 from dbopt.targets.querylog import (
     QueryLog,

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pymysql
 import pytest
+from sqlalchemy.engine import make_url
+
 from dbopt.targets.base import TOOL_MARKER, TargetError, WorkloadFilter
 from dbopt.targets.slowlog import parse_slow_log
-from sqlalchemy.engine import make_url
 
 SAMPLE = f"""\
 /usr/sbin/mariadbd, Version: 10.11.19-MariaDB-0+deb12u1-log (Debian 12). started with:

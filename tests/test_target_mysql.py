@@ -10,10 +10,11 @@ from pathlib import Path
 import pymysql
 import pytest
 import sqlglot
+from sqlalchemy.engine import make_url
+
 from dbopt.targets import open_target
 from dbopt.targets.base import IndexSpec, TargetError, WorkloadFilter
 from dbopt.targets.mysql import MySQLTarget
-from sqlalchemy.engine import make_url
 
 ROWS = 5000
 

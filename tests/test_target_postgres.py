@@ -9,10 +9,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
+
 from dbopt.targets import postgres
 from dbopt.targets.base import TOOL_MARKER, IndexSpec, TargetError, WorkloadFilter
 from dbopt.targets.postgres import PostgresTarget
-from psycopg import sql
 
 EVIL = 'x"; DROP TABLE t; --'
 
@@ -443,3 +444,18 @@ def test_backup_of_missing_table_fails_before_writing(target: PostgresTarget, tm
     with pytest.raises(TargetError, match="'nope' not found"):
         target.backup(["nope"], tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_workload_examples_come_from_pg_qualstats(pg_url):
+    """pg_qualstats keeps one executed query with its constants per queryid: the replayable example."""
+    with psycopg.connect(pg_url, autocommit=True) as app:
+        app.execute("CREATE TABLE ex (id int PRIMARY KEY, c int, s text)")
+        app.execute("INSERT INTO ex SELECT i, i % 100, 'x' || i FROM generate_series(1, 2000) i")
+        with PostgresTarget(pg_url) as target:
+            target.reset_workload()
+            for c in (3, 5, 7):
+                app.execute(f"SELECT * FROM ex WHERE c = {c} AND s = 'x{c}'")
+            (stmt,) = [s for s in target.workload() if "from ex" in s.query.lower()]
+            assert "$1" in stmt.query and stmt.calls == 3
+            assert stmt.example is not None and "$" not in stmt.example
+            assert target.execute(stmt.example) is not None  # it runs as is

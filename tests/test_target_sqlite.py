@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
+
 from dbopt.targets import open_target
 from dbopt.targets.base import TOOL_MARKER, IndexSpec, TargetError, WorkloadFilter
 from dbopt.targets.querylog import QueryLog, timed_execute
 from dbopt.targets.sqlite import SQLiteTarget
 from dbopt.targets.sqlite_parse import parse_plan, query_names
-from sqlalchemy.engine import make_url
 
 HOSTILE = 'x"; DROP TABLE t; --'
 HOSTILE_INDEX = 'i"; DROP TABLE t; --'

@@ -288,7 +288,22 @@ class PostgresTarget(Target):
             for queryid, text, calls, total, mean, stddev, nrows, hit, read in rows
             if calls and text and _PLANNABLE.match(text)
         ]
-        return (flt or WorkloadFilter()).apply(statements)
+        return self._with_examples((flt or WorkloadFilter()).apply(statements))
+
+    def _with_examples(self, statements: list[Statement]) -> list[Statement]:
+        """Concrete examples (real constants) from pg_qualstats, where installed: what a benchmark replays.
+
+        pg_stat_statements keeps only the normalized text; pg_qualstats samples one executed query
+        with its constants per queryid (``pg_qualstats_example_query``).
+        """
+        schema = self._extension_schema("pg_qualstats")
+        if schema is None or not statements:
+            return statements
+        func = sql.Identifier(schema, "pg_qualstats_example_query")
+        ids = [int(s.digest) for s in statements]
+        rows = self._run(sql.SQL("SELECT q, {}(q) FROM unnest(%s::bigint[]) AS q").format(func), [ids])
+        examples = {str(q): text.strip().rstrip(";") for q, text in rows if text}
+        return [dataclasses.replace(s, example=examples.get(s.digest)) for s in statements]
 
     def reset_workload(self) -> None:
         func = sql.Identifier(self._stat_statements_schema(), "pg_stat_statements_reset")
