@@ -106,7 +106,9 @@ def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[s
     from dbopt.advisor import advise as run_advisor
 
     statements = [Statement.from_dict(s) for s in workload]
-    before = target.indexes()
+    # An INVALID leftover of a crashed build is not an index anyone has: create_index cleans it up
+    # and builds again, and this run then owns the result.
+    before = [ix for ix in target.indexes() if ix.valid]
     preexisting = sorted(ix.name for ix in before)
     explicit = explicit_specs(target, plan.indexes.explicit)
     recommendations: list[dict[str, Any]] = []
@@ -126,7 +128,7 @@ def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[s
     for rec in recommendations:
         spec = IndexSpec.from_dict(rec["spec"])
         specs.setdefault(spec.name, spec)
-    existing = {(ix.table.lower(), tuple(c.lower() for c in ix.columns)) for ix in before if ix.valid}
+    existing = {(ix.table.lower(), tuple(c.lower() for c in ix.columns)) for ix in before}
     create = [
         s.to_dict()
         for s in specs.values()

@@ -1,0 +1,1 @@
+"""Airflow hooks: connection handling around the core clients."""

@@ -1,0 +1,1 @@
+"""Airflow operators built on the core modules."""

@@ -1,0 +1,127 @@
+"""Cloud Run canary operators: deploy a named revision, shift traffic, promote, roll back; service scaling.
+
+The deploy XCom (``{project, region, service, previous_revision, new_revision}``) is what the later steps
+take as ``deployment`` (``deployment=deploy.output``), so a rollback after a crash still knows where to go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dbopt.cloud.cloudrun import CANARY_TAG, CloudRun, Deployment
+from dbopt.cloud.gcp import CloudError
+from dbopt.hooks.cloudrun import CloudRunHook
+from dbopt.operators.gcp import GcpBaseOperator
+
+
+class CloudRunOperator(GcpBaseOperator):
+    hook_class = CloudRunHook
+
+    @property
+    def client(self) -> CloudRun:
+        return self.hook.client
+
+    def _deployment(self, value: Any) -> Deployment:
+        deployment = Deployment.from_value(value, source=f"{self.task_id}.deployment")
+        if deployment is None:
+            raise CloudError(f"{self.task_id}: no deployment recorded; pass the deploy task's XCom (deploy.output)")
+        return deployment
+
+
+class CloudRunDeployRevisionOperator(CloudRunOperator):
+    """New revision ``{service}-{suffix}`` with env changes (e.g. ``DB_POOL_SIZE``) and/or a new image, 0% traffic.
+
+    The suffix comes from the change and the DAG run id, so a retried task finds the revision it made.
+    """
+
+    template_fields: Sequence[str] = (*GcpBaseOperator.template_fields, "service", "region", "env", "image")
+
+    def __init__(
+        self, *, service: str, region: str, env: dict[str, Any] | None = None, image: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.service, self.region, self.env, self.image = service, region, env, image
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        deployment = self.client.deploy(
+            self.service, self.region, run_id=context["run_id"], env=self.env, image=self.image
+        )
+        return deployment.to_dict()
+
+
+class CloudRunShiftTrafficOperator(CloudRunOperator):
+    """``percent`` to the new revision (tagged, own URL), the rest to the previous one."""
+
+    template_fields: Sequence[str] = (*GcpBaseOperator.template_fields, "deployment", "percent", "tag")
+
+    def __init__(self, *, deployment: Any, percent: int | str, tag: str = CANARY_TAG, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.deployment, self.percent, self.tag = deployment, percent, tag
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        percent = int(self.percent)  # templated values render as strings
+        return self.client.shift_traffic(self._deployment(self.deployment), percent, tag=self.tag).to_dict()
+
+
+class CloudRunPromoteOperator(CloudRunOperator):
+    """All traffic to LATEST once it is the deployed revision."""
+
+    template_fields: Sequence[str] = (*GcpBaseOperator.template_fields, "deployment")
+
+    def __init__(self, *, deployment: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.deployment = deployment
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        return self.client.promote(self._deployment(self.deployment)).to_dict()
+
+
+class CloudRunRollbackOperator(CloudRunOperator):
+    """All traffic back to the recorded previous revision; idempotent.
+
+    Without a recorded deployment (the deploy task died before its XCom), ``service`` and ``region`` name the
+    service and the revision now holding the non-canary traffic gets 100%.
+    """
+
+    template_fields: Sequence[str] = (*GcpBaseOperator.template_fields, "deployment", "service", "region")
+
+    def __init__(
+        self, *, deployment: Any = None, service: str | None = None, region: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deployment, self.service, self.region = deployment, service, region
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        deployment = Deployment.from_value(self.deployment, source=f"{self.task_id}.deployment")
+        if deployment is not None:
+            state = self.client.rollback(deployment.service, deployment.region, deployment.previous_revision)
+        elif self.service and self.region:
+            self.log.warning("no deployment recorded; rolling back to the revision serving non-canary traffic")
+            state = self.client.rollback(self.service, self.region)
+        else:
+            raise CloudError(f"{self.task_id}: give deployment=deploy.output, or service and region")
+        return state.to_dict()
+
+
+class CloudRunSetScalingOperator(CloudRunOperator):
+    """Service-level min/max instances (no new revision); unchanged values are not sent."""
+
+    template_fields: Sequence[str] = (
+        *GcpBaseOperator.template_fields,
+        "service",
+        "region",
+        "min_instances",
+        "max_instances",
+    )
+
+    def __init__(
+        self, *, service: str, region: str, min_instances: int | str, max_instances: int | str, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.service, self.region = service, region
+        self.min_instances, self.max_instances = min_instances, max_instances
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        state = self.client.set_scaling(self.service, self.region, int(self.min_instances), int(self.max_instances))
+        return state.to_dict()
