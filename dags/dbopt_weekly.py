@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from airflow.sdk import get_parsing_context
+
 from dbopt.plan import PlanError, iter_plans
 from dbopt.weekly_dag import build_broken_dag, build_dag
 

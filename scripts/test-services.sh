@@ -49,12 +49,14 @@ my_ok || { echo "test-services: MariaDB is not reachable on $MYHOST_ADDR:3306." 
   "Start it with: start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd" >&2; exit 1; }
 
 # performance_schema needs a restart; the consumers also switch at run time. The statement
-# history (examples with real values for each digest) only fills while events_statements_current is on.
+# history (examples with real values for each digest) only fills while events_statements_current is on;
+# history_long keeps them after the application's connection closes.
 my_conf=/etc/mysql/dbopt-tests.cnf
 my_settings='[mysqld]
 performance_schema = ON
 performance-schema-consumer-events-statements-current = ON
 performance-schema-consumer-events-statements-history = ON
+performance-schema-consumer-events-statements-history-long = ON
 '
 [ "$(cat "$my_conf" 2>/dev/null)" = "$(printf '%s' "$my_settings")" ] || printf '%s' "$my_settings" > "$my_conf"
 grep -qxF "!include $my_conf" /etc/mysql/my.cnf || printf '\n!include %s\n' "$my_conf" >> /etc/mysql/my.cnf
@@ -66,6 +68,6 @@ if [ "$(mariadb -uroot -h"$MYHOST_ADDR" -Nse "select @@performance_schema")" != 
   for _ in $(seq 60); do my_ok && break; sleep 1; done
 fi
 mariadb -uroot -h"$MYHOST_ADDR" -e "UPDATE performance_schema.setup_consumers SET ENABLED='YES'
-  WHERE NAME IN ('events_statements_current', 'events_statements_history')"
+  WHERE NAME IN ('events_statements_current', 'events_statements_history', 'events_statements_history_long')"
 my_ok || { echo "test-services: MariaDB did not come back after restart; see /var/log/mysql/error.log" >&2; exit 1; }
 echo "test-services: PostgreSQL $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show server_version') (preload: $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show shared_preload_libraries')), MariaDB $(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select version()') (performance_schema=$(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select @@performance_schema')) ready"

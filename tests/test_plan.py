@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dbopt.plan import PlanError, iter_plans, load_plan, parse_plan, plan_files
 
 PLANS = Path(__file__).resolve().parents[1] / "include" / "plans"

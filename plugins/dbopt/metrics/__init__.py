@@ -1,0 +1,1 @@
+"""Metrics, rollback rules, canary analysis and the health gate (core: no Airflow import)."""

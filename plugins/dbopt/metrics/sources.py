@@ -1,0 +1,526 @@
+"""Where rule figures come from: one interface, three backends (Prometheus, Cloud Monitoring, the database).
+
+``MetricSource.query(metric, scope, window_s)`` returns a ``Series``: time-ordered samples of one figure
+for one population ("canary", "baseline", "service" or "database") over the last ``window_s`` seconds,
+plus how many requests that population served in the window (the minimum-sample guard). A value may be
+NaN (0/0: no requests in a rate window); "no data" is an empty series, never zero.
+
+Every source is described by plain JSON (``to_config`` / ``source_from_config``) so a deferred trigger
+can rebuild it in the triggerer process. No Airflow import here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from string import Template
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import requests
+
+from dbopt.targets.base import Data, HealthFigures
+
+if TYPE_CHECKING:
+    from dbopt.targets.base import Target
+
+
+class MetricSourceError(Exception):
+    """The backend could not answer (down, refused the query, or the query is malformed)."""
+
+
+@dataclass(frozen=True)
+class Sample(Data):
+    t: float  # unix seconds
+    value: float  # NaN = undefined (0/0), kept so the evaluator can say why it did not judge
+
+
+@dataclass(frozen=True)
+class Series(Data):
+    metric: str
+    scope: str
+    samples: tuple[Sample, ...]
+    # Requests the population served in the window; None where the backend has no such notion.
+    requests: float | None
+    source: str
+    query: str = ""
+
+
+def _brief(err: Exception) -> str:
+    """The error's kind and the start of its text (requests repeats the whole URL with its query)."""
+    text = str(err)
+    return f"{type(err).__name__}: {text[:160]}{'…' if len(text) > 160 else ''}"
+
+
+def _aligned_end(end: float | None, step_s: float) -> float:
+    """Round the end time down to a step multiple so canary and baseline get the same timestamps."""
+    now = time.time() if end is None else end
+    return math.floor(now / step_s) * step_s
+
+
+class MetricSource(ABC):
+    kind: ClassVar[str]
+    metrics: frozenset[str]  # what query() answers; a class default, per instance where configurable
+
+    @abstractmethod
+    def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
+        """Samples of ``metric`` for ``scope`` over ``[end - window_s, end]`` (end defaults to now)."""
+
+    @abstractmethod
+    def to_config(self) -> dict[str, Any]:
+        """Plain JSON that ``source_from_config`` turns back into an equal source."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
+        """Release connections; the default holds none."""
+
+    def _check_metric(self, metric: str) -> None:
+        if metric not in self.metrics:
+            raise MetricSourceError(
+                f"metric {metric!r} is not available from the {self.kind} source; available: {sorted(self.metrics)}"
+            )
+
+
+# --- Prometheus --------------------------------------------------------------------------------
+
+# PromQL per metric. $sel is the scope's label selector ({revision="…"}), $sel_5xx the same with
+# code_class="5xx", $rate the rate() range. Names match include/demo_service/app.py; override per service.
+PROMQL: dict[str, str] = {
+    "latency_p95_ms": "1000 * histogram_quantile(0.95, "
+    "sum by (le) (rate(http_request_duration_seconds_bucket$sel[$rate])))",
+    # "or vector(0)": with no 5xx series yet the numerator is empty, and empty/x would read as "no data".
+    "error_ratio": "(sum(rate(http_requests_total$sel_5xx[$rate])) or vector(0)) "
+    "/ sum(rate(http_requests_total$sel[$rate]))",
+    "request_rate": "sum(rate(http_requests_total$sel[$rate]))",
+    "pool_usage": "sum(db_pool_checked_out$sel) / sum(db_pool_size$sel)",
+    "pool_timeouts": "sum(increase(db_pool_timeouts_total$sel[$rate]))",
+}
+PROMQL_REQUESTS = "sum(increase(http_requests_total$sel[$window]))"
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _promql_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _promql_duration(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+class PrometheusSource(MetricSource):
+    """Prometheus HTTP API (``/api/v1/query_range`` for samples, ``/api/v1/query`` for the request count).
+
+    ``scopes`` maps a scope name to the label matchers selecting it, e.g.
+    ``{"canary": {"revision": "svc-00002"}, "baseline": {"revision": "svc-00001"}, "service": {}}``.
+    """
+
+    kind = "prometheus"
+    metrics = frozenset(PROMQL)
+
+    def __init__(
+        self,
+        url: str,
+        scopes: Mapping[str, Mapping[str, str]],
+        *,
+        step_s: float = 15.0,
+        rate_window_s: float = 60.0,
+        queries: Mapping[str, str] | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if step_s <= 0 or rate_window_s <= 0:
+            raise ValueError("PrometheusSource: step_s and rate_window_s must be > 0")
+        for scope, labels in scopes.items():
+            bad = [name for name in labels if not _LABEL_NAME.match(name)]
+            if bad:
+                raise ValueError(f"PrometheusSource scopes[{scope!r}]: invalid label name(s) {bad}")
+        self.url = url.rstrip("/")
+        self.scopes = {scope: dict(labels) for scope, labels in scopes.items()}
+        self.step_s = step_s
+        self.rate_window_s = rate_window_s
+        self.queries = {**PROMQL, **(queries or {})}
+        self.metrics = frozenset(self.queries)
+        self.timeout_s = timeout_s
+        self._http = requests.Session()
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "url": self.url,
+            "scopes": self.scopes,
+            "step_s": self.step_s,
+            "rate_window_s": self.rate_window_s,
+            "queries": {k: v for k, v in self.queries.items() if PROMQL.get(k) != v},
+            "timeout_s": self.timeout_s,
+        }
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _selector(self, scope: str, **extra: str) -> str:
+        if scope not in self.scopes:
+            raise MetricSourceError(f"scope {scope!r} has no label selector; configured scopes: {sorted(self.scopes)}")
+        labels = {**self.scopes[scope], **extra}
+        return "{" + ",".join(f"{k}={_promql_string(v)}" for k, v in sorted(labels.items())) + "}"
+
+    def promql(self, metric: str, scope: str, window_s: float) -> tuple[str, str]:
+        """The (sample query, request-count query) for a metric and scope."""
+        self._check_metric(metric)
+        fill = {
+            "sel": self._selector(scope),
+            "sel_5xx": self._selector(scope, code_class="5xx"),
+            "rate": _promql_duration(self.rate_window_s),
+            "window": _promql_duration(window_s),
+        }
+        try:
+            return Template(self.queries[metric]).substitute(fill), Template(PROMQL_REQUESTS).substitute(fill)
+        except (KeyError, ValueError) as err:
+            raise MetricSourceError(
+                f"PromQL template for {metric!r} uses an unknown placeholder ({err}); "
+                "allowed: $sel $sel_5xx $rate $window"
+            ) from None
+
+    def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
+        expr, requests_expr = self.promql(metric, scope, window_s)
+        stop = _aligned_end(end, self.step_s)
+        matrix = self.api("query_range", query=expr, start=stop - window_s, end=stop, step=self.step_s)
+        samples = tuple(Sample(float(t), float(v)) for t, v in self._single(matrix, expr, "values"))
+        counted = self._single(self.api("query", query=requests_expr, time=stop), requests_expr, "value")
+        # No series at all = nothing was ever counted for this selector: zero requests, not unknown.
+        total = float(counted[1]) if counted else 0.0
+        return Series(metric, scope, samples, total, self.kind, expr)
+
+    def api(self, endpoint: str, **params: Any) -> Any:
+        """GET /api/v1/<endpoint>; returns ``data.result`` or raises MetricSourceError."""
+        url = f"{self.url}/api/v1/{endpoint}"
+        try:
+            response = self._http.get(url, params=params, timeout=self.timeout_s)
+            body = response.json()
+        except (requests.RequestException, ValueError) as err:
+            raise MetricSourceError(f"Prometheus {url} did not answer: {_brief(err)}") from err
+        if response.status_code != 200 or body.get("status") != "success":
+            raise MetricSourceError(
+                f"Prometheus {url} refused {params.get('query')!r}: HTTP {response.status_code} "
+                f"{body.get('errorType', '')}: {body.get('error', '')}"
+            )
+        return body["data"]["result"]
+
+    @staticmethod
+    def _single(result: list[dict[str, Any]], expr: str, key: str) -> Any:
+        if len(result) > 1:
+            raise MetricSourceError(
+                f"PromQL {expr!r} returned {len(result)} series; a rule needs one: aggregate with sum(...) "
+                "or sum by (le) inside histogram_quantile"
+            )
+        return result[0][key] if result else ([] if key == "values" else None)
+
+
+# --- Google Cloud Monitoring ---------------------------------------------------------------------
+
+MONITORING_ENDPOINT = "https://monitoring.googleapis.com"
+MONITORING_READ_SCOPE = "https://www.googleapis.com/auth/monitoring.read"
+_LATENCIES = "run.googleapis.com/request_latencies"
+_COUNT = "run.googleapis.com/request_count"
+
+
+def _rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _filter_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _point_value(point: dict[str, Any]) -> float:
+    value = point["value"]
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "int64Value" in value:
+        return float(value["int64Value"])  # int64 travels as a JSON string
+    raise MetricSourceError(f"Cloud Monitoring point has no numeric value: {value}")
+
+
+class CloudMonitoringSource(MetricSource):
+    """Cloud Run revision metrics from Cloud Monitoring's REST API ``projects.timeSeries.list``.
+
+    REST over ``google.auth`` ``AuthorizedSession`` rather than the ``google-cloud-monitoring`` client:
+    that client ships only gRPC transports and is not a project dependency, while google-auth and
+    requests already are; the REST endpoint can also be pointed at a local stand-in
+    (``dbopt.metrics.monitoring_standin``) for tests. ``scopes`` maps a scope to a revision name
+    (None = every revision of the service).
+    """
+
+    kind = "cloud_monitoring"
+    metrics = frozenset({"latency_p95_ms", "error_ratio", "request_rate"})
+
+    def __init__(
+        self,
+        project: str,
+        service: str,
+        scopes: Mapping[str, str | None],
+        *,
+        endpoint: str = MONITORING_ENDPOINT,
+        alignment_s: int = 60,
+        credentials: str = "default",
+        timeout_s: float = 30.0,
+    ) -> None:
+        if alignment_s < 60:
+            raise ValueError("CloudMonitoringSource alignment_s must be >= 60 (the API's minimum alignment period)")
+        if credentials not in ("default", "anonymous"):
+            raise ValueError(
+                "CloudMonitoringSource credentials must be 'default' (ADC) or 'anonymous' (local stand-in)"
+            )
+        self.project = project
+        self.service = service
+        self.scopes = dict(scopes)
+        self.endpoint = endpoint.rstrip("/")
+        self.alignment_s = alignment_s
+        self.credentials = credentials
+        self.timeout_s = timeout_s
+        self._session: requests.Session | None = None
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "project": self.project,
+            "service": self.service,
+            "scopes": self.scopes,
+            "endpoint": self.endpoint,
+            "alignment_s": self.alignment_s,
+            "credentials": self.credentials,
+            "timeout_s": self.timeout_s,
+        }
+
+    def _http(self) -> requests.Session:
+        if self._session is None:
+            import google.auth
+            from google.auth.credentials import AnonymousCredentials
+            from google.auth.transport.requests import AuthorizedSession
+
+            if self.credentials == "anonymous":
+                creds = AnonymousCredentials()
+            else:
+                creds, _ = google.auth.default(scopes=[MONITORING_READ_SCOPE])
+            self._session = AuthorizedSession(creds)
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+    def _filter(self, metric_type: str, scope: str, code_class: str | None = None) -> str:
+        if scope not in self.scopes:
+            raise MetricSourceError(f"scope {scope!r} has no revision; configured scopes: {sorted(self.scopes)}")
+        parts = [
+            f"metric.type = {_filter_string(metric_type)}",
+            'resource.type = "cloud_run_revision"',
+            f"resource.label.service_name = {_filter_string(self.service)}",
+        ]
+        if self.scopes[scope]:
+            parts.append(f"resource.label.revision_name = {_filter_string(self.scopes[scope])}")
+        if code_class:
+            parts.append(f"metric.label.response_code_class = {_filter_string(code_class)}")
+        return " AND ".join(parts)
+
+    def list_points(self, filter_: str, reducer: str, start: float, end: float) -> dict[float, float]:
+        """One reduced series as {period end: value}; pages are followed, points come newest first."""
+        params: dict[str, Any] = {
+            "filter": filter_,
+            "interval.startTime": _rfc3339(start),
+            "interval.endTime": _rfc3339(end),
+            "aggregation.alignmentPeriod": f"{self.alignment_s}s",
+            "aggregation.perSeriesAligner": "ALIGN_DELTA",
+            "aggregation.crossSeriesReducer": reducer,
+            "view": "FULL",
+        }
+        url = f"{self.endpoint}/v3/projects/{self.project}/timeSeries"
+        # A long series may continue on the next page: merge pages by the series' identity.
+        series: dict[str, list[dict[str, Any]]] = {}
+        while True:
+            try:
+                response = self._http().get(url, params=params, timeout=self.timeout_s)
+                body = response.json()
+            except (requests.RequestException, ValueError) as err:
+                raise MetricSourceError(f"Cloud Monitoring {url} did not answer: {_brief(err)}") from err
+            if response.status_code != 200:
+                error = body.get("error", {}) if isinstance(body, dict) else {}
+                raise MetricSourceError(
+                    f"Cloud Monitoring refused {filter_!r}: HTTP {response.status_code} "
+                    f"{error.get('status', '')}: {error.get('message', body)}"
+                )
+            for ts in body.get("timeSeries", []):
+                identity = json.dumps([ts.get("metric"), ts.get("resource")], sort_keys=True)
+                series.setdefault(identity, []).extend(ts.get("points", []))
+            if not body.get("nextPageToken"):
+                break
+            params["pageToken"] = body["nextPageToken"]
+        if len(series) > 1:
+            raise MetricSourceError(f"Cloud Monitoring returned {len(series)} series for {filter_!r}; expected one")
+        points = next(iter(series.values()), [])
+        return {datetime.fromisoformat(p["interval"]["endTime"]).timestamp(): _point_value(p) for p in points}
+
+    def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
+        self._check_metric(metric)
+        if window_s < self.alignment_s:
+            raise MetricSourceError(f"window {window_s}s is shorter than the alignment period {self.alignment_s}s")
+        stop = _aligned_end(end, self.alignment_s)
+        start = stop - window_s
+        count_filter = self._filter(_COUNT, scope)
+        counts = self.list_points(count_filter, "REDUCE_SUM", start, stop)
+        if metric == "latency_p95_ms":
+            shown = self._filter(_LATENCIES, scope)
+            values = self.list_points(shown, "REDUCE_PERCENTILE_95", start, stop)
+        elif metric == "error_ratio":
+            shown = self._filter(_COUNT, scope, code_class="5xx")
+            errors = self.list_points(shown, "REDUCE_SUM", start, stop)
+            # A period with requests but no 5xx point had zero errors; 0 requests gives NaN (0/0).
+            values = {t: errors.get(t, 0.0) / n if n else math.nan for t, n in counts.items()}
+        else:  # request_rate
+            shown = count_filter
+            values = {t: n / self.alignment_s for t, n in counts.items()}
+        samples = tuple(Sample(t, v) for t, v in sorted(values.items()))
+        return Series(metric, scope, samples, float(sum(counts.values())), self.kind, shown)
+
+
+# --- the database itself ---------------------------------------------------------------------------
+
+
+def _connections_ratio(h: HealthFigures) -> float | None:
+    if h.connections_used is None or not h.connections_max:
+        return None
+    return h.connections_used / h.connections_max
+
+
+DATABASE_FIGURES: dict[str, Callable[[HealthFigures], float | int | None]] = {
+    "cache_hit_ratio": lambda h: h.cache_hit_ratio,
+    "connections_used": lambda h: h.connections_used,
+    "connections_ratio": _connections_ratio,
+    "replication_lag_s": lambda h: h.replication_lag_s,
+    "long_transactions": lambda h: h.long_transactions,
+    "longest_transaction_s": lambda h: h.longest_transaction_s,
+}
+
+
+# An end time this close to now still means "now": one check's rules share an end time taken before
+# the first of them runs, and opening a connection can take a moment.
+PRESENT_S = 5.0
+
+
+class DatabaseSource(MetricSource):
+    """Health figures a ``dbopt.targets`` Target reports (``target.health()``), scope "database" only.
+
+    The engine only knows the present, so each reading (at most one per ``min_reading_interval_s``) is
+    kept and a query returns the readings inside the window: ``sustained_for`` then spans successive
+    polls of one process. A figure the engine cannot tell (None) gives no sample, i.e. "no data".
+    """
+
+    kind = "database"
+    metrics = frozenset(DATABASE_FIGURES)
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        target: Target | None = None,
+        long_transaction_s: float = 60.0,
+        min_reading_interval_s: float = 1.0,
+        history_s: float = 3600.0,
+    ) -> None:
+        if (url is None) == (target is None):
+            raise ValueError("DatabaseSource needs exactly one of url= (SQLAlchemy URL) or target=")
+        self.url = url
+        self._target = target
+        self.long_transaction_s = long_transaction_s
+        self.min_reading_interval_s = min_reading_interval_s
+        self.history_s = history_s
+        self._readings: list[tuple[float, HealthFigures]] = []
+
+    def to_config(self) -> dict[str, Any]:
+        if self.url is None:
+            raise ValueError("a DatabaseSource built from a Target object cannot be serialized; build it with url=")
+        return {
+            "kind": self.kind,
+            "url": self.url,
+            "long_transaction_s": self.long_transaction_s,
+            "min_reading_interval_s": self.min_reading_interval_s,
+            "history_s": self.history_s,
+        }
+
+    def _target_(self) -> Target:
+        if self._target is None:
+            from dbopt.targets import open_target
+
+            self._target = open_target(self.url)  # type: ignore[arg-type]
+        return self._target
+
+    def close(self) -> None:
+        if self._target is not None and self.url is not None:
+            self._target.close()  # only what we opened ourselves
+            self._target = None
+
+    def read(self, now: float | None = None) -> HealthFigures:
+        """A fresh reading unless the last one is younger than ``min_reading_interval_s``."""
+        now = time.time() if now is None else now
+        if not self._readings or now - self._readings[-1][0] >= self.min_reading_interval_s:
+            self._readings.append((now, self._target_().health(self.long_transaction_s)))
+            self._readings = [(t, h) for t, h in self._readings if t >= now - self.history_s]
+        return self._readings[-1][1]
+
+    def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
+        self._check_metric(metric)
+        if scope != "database":
+            raise MetricSourceError(f"the database source only answers scope 'database', not {scope!r}")
+        now = time.time()
+        if end is not None and end < now - PRESENT_S:
+            raise MetricSourceError("database health figures are instantaneous: the past cannot be queried")
+        self.read(now)
+        figure = DATABASE_FIGURES[metric]
+        samples = tuple(
+            Sample(t, float(v)) for t, h in self._readings if t >= now - window_s and (v := figure(h)) is not None
+        )
+        return Series(metric, scope, samples, None, self.kind, f"target.health().{metric}")
+
+
+# --- plain-JSON descriptions -------------------------------------------------------------------------
+
+_KINDS: dict[str, type[MetricSource]] = {
+    PrometheusSource.kind: PrometheusSource,
+    CloudMonitoringSource.kind: CloudMonitoringSource,
+    DatabaseSource.kind: DatabaseSource,
+}
+
+
+def source_from_config(config: Mapping[str, Any]) -> MetricSource:
+    """Build a source from ``to_config()`` output, e.g. ``{"kind": "prometheus", "url": …, "scopes": …}``."""
+    options = dict(config)
+    kind = options.pop("kind", None)
+    if kind not in _KINDS:
+        raise ValueError(f"metric source 'kind' must be one of {sorted(_KINDS)}, got {kind!r}")
+    try:
+        return _KINDS[kind](**options)
+    except TypeError as err:
+        raise ValueError(f"metric source of kind {kind!r}: {err}") from None
+
+
+def sources_from_config(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, MetricSource]:
+    """{name: config} → {name: source}; the error names the entry that is wrong."""
+    built: dict[str, MetricSource] = {}
+    try:
+        for name, config in configs.items():
+            try:
+                built[name] = source_from_config(config)
+            except ValueError as err:
+                raise ValueError(f"sources[{name!r}]: {err}") from None
+    except ValueError:
+        close_all(built)
+        raise
+    return built
+
+
+def close_all(sources: Mapping[str, MetricSource]) -> None:
+    for source in sources.values():
+        source.close()

@@ -1,0 +1,51 @@
+"""Deferrable canary analysis: polls the metric sources in the triggerer and fires the decision."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from dbopt.metrics.analysis import AnalysisPlan, advance, outcome, start
+from dbopt.metrics.sources import close_all, sources_from_config
+
+
+class CanaryAnalysisTrigger(BaseTrigger):
+    """Runs ``dbopt.metrics.analysis`` every ``plan["interval_s"]`` until it decides, then yields one event.
+
+    ``plan`` is ``AnalysisPlan.to_dict()``, ``sources`` maps a source name to ``MetricSource.to_config()``;
+    ``started_at`` (unix seconds) anchors warm-up and deadline, so a trigger restarted by the triggerer
+    keeps the original deadline (its check counters start again from zero).
+    The event payload is ``analysis.outcome(state)``: {"decision": "promote" | "rollback", "reason", …}.
+    """
+
+    def __init__(self, plan: dict[str, Any], sources: dict[str, dict[str, Any]], started_at: float) -> None:
+        super().__init__()
+        self.plan = plan
+        self.sources = sources
+        self.started_at = started_at
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"plan": self.plan, "sources": self.sources, "started_at": self.started_at},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        plan = AnalysisPlan.from_dict(self.plan)
+        sources = sources_from_config(self.sources)
+        try:
+            state = start(self.started_at)
+            while True:
+                # The sources are blocking HTTP/DB clients: keep them off the triggerer's event loop.
+                state = await asyncio.to_thread(advance, plan, state, sources, time.time())
+                self.log.info("canary analysis: %s", state.history[-1] if state.history else "warming up")
+                if state.decision != "continue":
+                    yield TriggerEvent(outcome(state))
+                    return
+                await asyncio.sleep(plan.interval_s)
+        finally:
+            close_all(sources)
