@@ -118,8 +118,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def apply(plan: Plan, target: Any, dry_run: bool) -> dict[str, Any]:
     """The weekly chain without Airflow (no deploy): the same pipeline functions as the DAG."""
     workload = pipeline.extract_workload(plan, target)
-    advice = pipeline.advise(plan, target, workload)
     queries = pipeline.bench_queries(plan, workload)
+    advice = pipeline.hold_unmeasurable(pipeline.advise(plan, target, workload), queries)
     before = pipeline.benchmark(plan, target, queries)
     created = [pipeline.create_index(plan, target, s, dry_run) for s in advice["create"]]
     verification = pipeline.verify_plans(target, [{"name": c["index"]} for c in created], queries)

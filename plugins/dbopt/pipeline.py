@@ -158,6 +158,20 @@ def bench_queries(plan: Plan, workload: list[dict[str, Any]]) -> list[dict[str, 
     return chosen
 
 
+NO_QUERIES = (
+    "no replayable query: the workload has no statement with concrete values (PostgreSQL: install pg_qualstats; "
+    "MySQL: enable the events_statements_history_long consumer; SQLite: log queries) and the plan lists no "
+    "benchmark.queries — an index that cannot be measured is not built"
+)
+
+
+def hold_unmeasurable(advice: dict[str, Any], queries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Without benchmark queries nothing could be verified: build nothing, and say why."""
+    if queries or not advice["create"]:
+        return advice
+    return advice | {"create": [], "not_built": advice["create"], "not_built_reason": NO_QUERIES}
+
+
 def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict[str, Any]:
     """Real latencies of the queries: the plan's iterations spread over up to 5 shuffled rounds."""
     from dbopt.bench import BenchQuery, measure
@@ -202,6 +216,8 @@ def keep_or_revert(
     from dbopt.bench import BenchResult, check_plan_targets, compare
 
     b = plan.benchmark
+    if not created:
+        return {"indexes": [], "revert": [], "decision": "keep", "comparison": None, "plan_targets": None}
     measured_after = BenchResult.from_dict(after)
     comparison = compare(BenchResult.from_dict(before), measured_after, min_effect=b.min_effect, alpha=b.alpha)
     verdicts = {q.name: q.verdict for q in comparison.queries}

@@ -128,9 +128,9 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
             p, _ = _context_plan(plan)
             h = hook()
             try:
-                result = pipeline.advise(p, h.target, workload)
-                result["queries"] = pipeline.bench_queries(p, workload)
-                return result
+                queries = pipeline.bench_queries(p, workload)
+                advice = pipeline.hold_unmeasurable(pipeline.advise(p, h.target, workload), queries)
+                return advice | {"queries": queries}
             finally:
                 h.close()
 
