@@ -157,7 +157,7 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
             finally:
                 h.close()
 
-        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
         def verify(created: list[dict[str, Any]] | None, queries: list[dict[str, Any]]) -> dict[str, Any]:
             h = hook()
             try:
@@ -166,7 +166,7 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
             finally:
                 h.close()
 
-        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
         def bench_after(queries: list[dict[str, Any]], _verified: dict[str, Any]) -> dict[str, Any]:
             p, _ = _context_plan(plan)
             h = hook()

@@ -1,0 +1,250 @@
+"""Real DAG runs of the weekly plan DAG (``dag.test()`` / ``airflow dags test``) against real servers.
+
+GO path with indexes kept (SQLite, PostgreSQL, MariaDB); NO-GO (a real long transaction) changing
+nothing; a no-gain index measured and reverted; a run killed mid-build and run again without
+duplicate or lost work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from dbopt.demo_data import generate, replay
+from dbopt.plan import parse_plan
+from dbopt.targets import open_target
+from dbopt.weekly_dag import build_dag
+
+pytestmark = pytest.mark.airflow
+ROOT = Path(__file__).resolve().parents[1]
+SCALE = 0.02  # big tables ~20k rows: enough for an index to matter, quick to build
+
+
+def plan_yaml(plan_id: str, dialect: str, extra: str = "") -> str:
+    return f"""
+id: {plan_id}
+targets: [{{name: db, conn_id: {plan_id}_db, dialect: {dialect}}}]
+health_gate: {{on_missing: ignore}}
+workload: {{min_calls: 2, top_n: 12}}
+indexes: {{min_table_rows: 1000, lock_timeout_s: 2, retries: 1}}
+benchmark: {{from_workload: 6, iterations: 10, warmup: 1}}
+{extra}
+"""
+
+
+def connection_env(conn_id: str, url: str) -> tuple[str, str]:
+    """An AIRFLOW_CONN_* variable (JSON form) for a database URL."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        conn = {"conn_type": "sqlite", "host": u.database}
+    else:
+        kind = "postgres" if u.get_backend_name().startswith("postgres") else "mysql"
+        conn = {"conn_type": kind, "host": u.host, "port": u.port, "login": u.username, "schema": u.database}
+    return f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn)
+
+
+def run_plan(text: str, url: str, tmp_path: Path, monkeypatch, conf: dict | None = None) -> tuple[Any, dict]:
+    """Run the plan's DAG with dag.test(); return the run and its run record.
+
+    dag.test() serializes the DAGs of the dags folder, so the plan goes into a plans directory that
+    dags/dbopt_weekly.py reads (DBOPT_PLANS_DIR), exactly as in production.
+    """
+    plan = parse_plan(text, "test.yaml")
+    plans, reports = tmp_path / "plans", tmp_path / "reports"
+    plans.mkdir(exist_ok=True)
+    (plans / f"{plan.id}.yaml").write_text(text)
+    monkeypatch.setenv("DBOPT_PLANS_DIR", str(plans))
+    monkeypatch.setenv("DBOPT_REPORTS_DIR", str(reports))
+    monkeypatch.setenv(*connection_env(plan.targets[0].conn_id, url))
+    dag = build_dag(plan, plans / f"{plan.id}.yaml", reports)
+    run = dag.test(run_conf=conf or {})
+    (record_path,) = reports.glob(f"{plan.id}/*/run.json")
+    return run, json.loads(record_path.read_text())
+
+
+def states(run) -> dict[str, str]:
+    return {(ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): str(ti.state) for ti in
+            run.get_task_instances()}  # fmt: skip
+
+
+def dbopt_indexes(url: str) -> dict[str, bool]:
+    """name → valid, for the indexes dbopt created."""
+    with open_target(url) as target:
+        return {ix.name: ix.valid for ix in target.indexes() if ix.name.startswith("dbopt_")}
+
+
+@pytest.fixture
+def sqlite_demo(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'worklogs.db'}"
+    generate(url, scale=SCALE * 5)
+    replay(url, statements=300, scale=SCALE * 5)
+    return url
+
+
+def test_go_path_keeps_indexes_sqlite(sqlite_demo, tmp_path, monkeypatch):
+    run, record = run_plan(plan_yaml("t_go_sqlite", "sqlite"), sqlite_demo, tmp_path, monkeypatch)
+    st = states(run)
+    assert str(run.state) == "success", st
+    assert record["tasks"]["health_check"]["decision"] == "GO"
+    db = record["targets"]["db"]
+    assert db["backup"]["verified"] is True
+    created = [c for c in db["create_index"] if c["status"] == "created"]
+    assert created, db["advise"]
+    kept = [d["index"] for d in db["judge"]["indexes"] if d["keep"]]
+    assert kept, db["judge"]
+    assert set(kept) <= set(dbopt_indexes(sqlite_demo))
+    reverted = set(db["judge"]["revert"])
+    assert not reverted & set(dbopt_indexes(sqlite_demo)), "reverted indexes must be gone"
+    assert st["failed_run_watcher"] == "skipped"
+
+
+@pytest.mark.parametrize("engine", ["postgres", "mysql"])
+def test_go_path_keeps_indexes_servers(engine, request, tmp_path, monkeypatch):
+    url = request.getfixturevalue("pg_url" if engine == "postgres" else "mysql_url")
+    generate(url, scale=SCALE)
+    with open_target(url) as target:
+        target.reset_workload()
+    replay(url, statements=200, scale=SCALE)
+    run, record = run_plan(plan_yaml(f"t_go_{engine}", engine), url, tmp_path, monkeypatch)
+    assert str(run.state) == "success", states(run)
+    db = record["targets"]["db"]
+    assert db["extract"], "workload extraction found nothing"
+    kept = [d["index"] for d in db["judge"]["indexes"] if d["keep"]]
+    assert kept, json.dumps(db["judge"]["indexes"], indent=1)
+    assert set(kept) <= set(dbopt_indexes(url))
+    assert all(dbopt_indexes(url).values()), "no INVALID index may be left behind"
+
+
+def test_no_go_changes_nothing(pg_url, tmp_path, monkeypatch):
+    generate(pg_url, scale=SCALE)
+    replay(pg_url, statements=100, scale=SCALE)
+    text = plan_yaml("t_nogo", "postgres").replace(
+        "health_gate: {on_missing: ignore}", "health_gate: {long_transactions_max: 0, long_transaction_s: 1}"
+    )
+    with psycopg.connect(pg_url, autocommit=True) as blocker:
+        blocker.execute("BEGIN")
+        blocker.execute("SELECT count(*) FROM regions")  # a transaction left open: a real breach
+        time.sleep(1.5)
+        before = dbopt_indexes(pg_url)
+        run, record = run_plan(text, pg_url, tmp_path, monkeypatch)
+        blocker.execute("ROLLBACK")
+    st = states(run)
+    gate = record["tasks"]["health_check"]
+    assert gate["decision"] == "NO-GO" and "long_transactions" in gate["reason"]
+    assert st["report"] == "success" and st["db.extract"] == "skipped" and st["db.create_index"] == "skipped"
+    assert dbopt_indexes(pg_url) == before == {}
+    assert str(run.state) == "success"
+
+
+def test_no_gain_index_is_reverted(sqlite_demo, tmp_path, monkeypatch):
+    """An index the plan forces on an unselective column is built, measured, judged, and dropped."""
+    text = """
+id: t_nogain
+targets: [{name: db, conn_id: t_nogain_db, dialect: sqlite}]
+health_gate: {on_missing: ignore}
+indexes:
+  auto_advice: false
+  explicit: [{table: worklogs, columns: [status]}]
+benchmark:
+  iterations: 20
+  warmup: 2
+  queries:
+    - name: approved
+      sql: "SELECT count(*), sum(time_spent_seconds) FROM worklogs WHERE status = 'approved'"
+"""
+    run, record = run_plan(text, sqlite_demo, tmp_path, monkeypatch)
+    assert str(run.state) == "success", states(run)
+    db = record["targets"]["db"]
+    (decision,) = db["judge"]["indexes"]
+    assert decision["keep"] is False and db["judge"]["decision"] == "revert"
+    evidence = db["judge"]["comparison"]["queries"]
+    assert (evidence and evidence[0]["result"]["verdict"] in ("no_change", "regressed")) or "no benchmark query" in \
+        decision["reason"]  # fmt: skip
+    assert [r["status"] for r in db["revert_indexes"]] == ["dropped"]
+    assert decision["index"] not in dbopt_indexes(sqlite_demo)
+
+
+def test_dry_run_changes_nothing(sqlite_demo, tmp_path, monkeypatch):
+    run, record = run_plan(plan_yaml("t_dry", "sqlite"), sqlite_demo, tmp_path, monkeypatch, {"dry_run": True})
+    assert str(run.state) == "success", states(run)
+    db = record["targets"]["db"]
+    assert db["create_index"] and {c["status"] for c in db["create_index"]} == {"dry_run"}
+    assert dbopt_indexes(sqlite_demo) == {}
+
+
+def _airflow_env(plans: Path, conn: tuple[str, str], reports: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({conn[0]: conn[1], "DBOPT_PLANS_DIR": str(plans), "DBOPT_REPORTS_DIR": str(reports),
+                "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}"})  # fmt: skip
+    return env
+
+
+def test_killed_mid_build_then_rerun_no_duplicate_no_loss(pg_url, tmp_path):
+    """`airflow dags test` is killed while CREATE INDEX CONCURRENTLY waits; the server drops the
+    orphaned build, leaving an INVALID index. The next run cleans it up and builds exactly one."""
+    generate(pg_url, scale=SCALE)
+    replay(pg_url, statements=200, scale=SCALE)
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    text = plan_yaml("t_kill", "postgres").replace("lock_timeout_s: 2, retries: 1", "lock_timeout_s: 60, retries: 1")
+    (plans / "t_kill.yaml").write_text(text)
+    env = _airflow_env(plans, connection_env("t_kill_db", pg_url), tmp_path / "reports")
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    with psycopg.connect(pg_url, autocommit=True) as blocker, psycopg.connect(pg_url, autocommit=True) as watch:
+        blocker.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        blocker.execute("SELECT count(*) FROM regions")  # an old snapshot: CIC waits for it
+        proc = subprocess.Popen([airflow, "dags", "test", "dbopt_t_kill"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and proc.poll() is None:
+                building = watch.execute(
+                    "SELECT pid FROM pg_stat_progress_create_index WHERE datname = current_database()"
+                ).fetchall()
+                if building:
+                    break
+                time.sleep(0.2)
+            assert building, "the run never reached CREATE INDEX CONCURRENTLY"
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # a worker crash closes its connection; the server ends the orphaned backend
+        for (pid,) in building:
+            watch.execute("SELECT pg_terminate_backend(%s)", [pid])
+        blocker.execute("ROLLBACK")
+    time.sleep(0.5)
+    left = dbopt_indexes(pg_url)
+    assert left and not all(left.values()), f"expected an INVALID leftover, found {left}"
+
+    result = subprocess.run([airflow, "dags", "test", "dbopt_t_kill"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = dbopt_indexes(pg_url)
+    assert all(after.values()), f"INVALID index left: {after}"
+    assert set(left) <= set(after) | set(_reverted(tmp_path / "reports")), "the crashed run's index was lost"
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "reports").glob("t_kill/*/run.json")]
+    cleaned = [c for c in record["targets"]["db"]["create_index"] if c["invalid_cleaned"]]
+    assert cleaned, record["targets"]["db"]["create_index"]
+    with psycopg.connect(pg_url) as conn:  # no duplicate: one index per column list on each table
+        defs = conn.execute(
+            "SELECT tablename, regexp_replace(indexdef, '^.* USING ', '') FROM pg_indexes "
+            "WHERE schemaname = 'public' AND indexname LIKE 'dbopt_%'"
+        ).fetchall()
+    assert len(defs) == len(set(defs))
+
+
+def _reverted(reports: Path) -> list[str]:
+    names: list[str] = []
+    for p in reports.glob("*/*/run.json"):
+        names += json.loads(p.read_text())["targets"]["db"].get("judge", {}).get("revert", [])
+    return names
