@@ -117,6 +117,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def apply(plan: Plan, target: Any, dry_run: bool) -> dict[str, Any]:
     """The weekly chain without Airflow (no deploy): the same pipeline functions as the DAG."""
+    pipeline.check_access(target, plan.targets[0].tables)
     workload = pipeline.extract_workload(plan, target)
     queries = pipeline.bench_queries(plan, workload)
     advice = pipeline.hold_unmeasurable(pipeline.advise(plan, target, workload), queries)

@@ -182,15 +182,32 @@ def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict
     return measure(target, bq, iterations=-(-b.iterations // rounds), warmup=b.warmup, rounds=rounds).to_dict()
 
 
+def check_access(target: Target, tables: Iterable[str] = ()) -> None:
+    """Fail early, naming each missing grant and the statement that gives it."""
+    from dbopt.privileges import require_privileges
+
+    require_privileges(target, list(tables) or None)
+
+
 def create_index(plan: Plan, target: Target, spec: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+    """Build one index online after every guardrail passed (a refusal is a result, not a crash)."""
+    from dbopt.guardrails import GuardrailError, guard_index_build, only_index_ddl
+
     ix = IndexSpec.from_dict(spec)
+    statement = target.index_ddl(ix)
     if dry_run:
-        return {"action": "create", "table": ix.table, "index": ix.name, "status": "dry_run",
-                "statement": target.index_ddl(ix)}  # fmt: skip
+        only_index_ddl(statement, target.dialect)
+        return {"action": "create", "table": ix.table, "index": ix.name, "status": "dry_run", "statement": statement}
+    try:
+        guard = guard_index_build(plan, target, ix)
+    except GuardrailError as err:
+        return {"action": "create", "table": ix.table, "index": ix.name, "status": "refused", "statement": statement,
+                "error": str(err)}  # fmt: skip
     p = plan.indexes
-    return target.create_index(
+    result = target.create_index(
         ix, lock_timeout_s=p.lock_timeout_s, statement_timeout_s=p.statement_timeout_s, retries=p.retries
-    ).to_dict()
+    )
+    return result.to_dict() | {"guardrails": guard}
 
 
 def verify_plans(target: Target, specs: list[dict[str, Any]], queries: list[dict[str, Any]]) -> dict[str, Any]:

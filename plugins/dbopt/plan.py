@@ -187,6 +187,8 @@ class ServiceRef(Strict):
 
 
 class DeploySpec(Strict):
+    """A Cloud Run config change rolled out as a canary (one analysis per service)."""
+
     enabled: bool = False
     conn_id: str = "google_cloud_run"
     project: str | None = None
@@ -234,17 +236,30 @@ class MonitorSpec(Strict):
     duration_s: float = Field(1800, gt=0)
     interval_s: float = Field(60, gt=0)
     metrics_conn_id: str | None = Field(None, description="Prometheus connection id")
+    warmup_s: float = Field(0, ge=0, description="no verdicts before the canary has run this long")
     rules: list[RuleSpec] = Field(default_factory=list)
-    failure_limit: int = Field(1, ge=1)
-    inconclusive_limit: int = Field(3, ge=1)
-    on_inconclusive: Literal["rollback", "promote"] = "rollback"
+    required_passes: int = Field(3, ge=1, description="passing checks in a row that promote")
+    failure_limit: int = Field(0, ge=0, description="failed checks tolerated; 0 = roll back on the first")
+    inconclusive_limit: int = Field(3, ge=0)
+    on_inconclusive: Literal["rollback", "promote"] = Field(
+        "rollback", description="the safe state when the evidence stays inconclusive (no data is not a pass)"
+    )
     revert_indexes_on_rollback: bool = False
 
     @model_validator(mode="after")
     def _interval(self) -> MonitorSpec:
-        if self.interval_s > self.duration_s:
-            raise ValueError("interval_s must not exceed duration_s")
+        if self.interval_s > self.duration_s or self.warmup_s >= self.duration_s:
+            raise ValueError("interval_s must not exceed duration_s, and warmup_s must be shorter than it")
         return self
+
+    def analysis_plan(self) -> dict[str, Any]:
+        """The canary analysis (``dbopt.metrics.analysis.AnalysisPlan``) as plain data."""
+        return {
+            "rules": [r.model_dump(exclude_defaults=True) for r in self.rules],
+            "interval_s": self.interval_s, "warmup_s": self.warmup_s, "deadline_s": self.duration_s,
+            "required_passes": self.required_passes, "failure_limit": self.failure_limit,
+            "inconclusive_limit": self.inconclusive_limit, "safe_state": self.on_inconclusive,
+        }  # fmt: skip
 
 
 class ReportSpec(Strict):
@@ -262,8 +277,8 @@ class ReportSpec(Strict):
 
 class MaintenanceWindow(Strict):
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
-    start: str = Field(pattern=r"^\d\d:\d\d$")
-    end: str = Field(pattern=r"^\d\d:\d\d$")
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, 24-hour clock")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, 24-hour clock")
 
 
 class Plan(Strict):
@@ -370,6 +385,8 @@ def parse_plan(text: str, path: Path | str = "<string>") -> Plan:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "line ?"
         raise PlanError(path, [f"{where}: not valid YAML: {getattr(err, 'problem', err)}"]) from None
+    except (ValueError, RecursionError) as err:  # a scalar that cannot be built (2001-13-45, !!float x), deep nesting
+        raise PlanError(path, [f"line ?: not valid YAML: {err}"]) from None
     if not isinstance(data, dict):
         raise PlanError(path, ["line 1: (top level): a plan is a YAML mapping with at least 'id' and 'targets'"])
     try:

@@ -23,7 +23,7 @@ from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, get_current_context,
 
 from dbopt import pipeline
 from dbopt.hooks.database import DbTargetHook
-from dbopt.plan import Plan, PlanError, TargetSpec
+from dbopt.plan import Plan, PlanError, ServiceRef, TargetSpec
 from dbopt.targets.base import IndexSpec
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,15 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
         workload = extract()
         advice = advise(workload)
         saved = backup(advice)
+        if spec.cloud_sql is not None:
+            from dbopt.operators.cloudsql import CloudSQLBackupOperator
+
+            # the managed instance's own backup first, then the DDL dump and undo script
+            cloud_backup = CloudSQLBackupOperator(
+                task_id="cloud_sql_backup", instance=spec.cloud_sql.instance, project=spec.cloud_sql.project,
+                gcp_conn_id=spec.cloud_sql.conn_id, description=f"dbopt {plan.id} {{{{ run_id }}}}",
+            )  # fmt: skip
+            advice >> cloud_backup >> saved
         before = bench_before(advice["queries"])
         saved >> before
         created = create_index.expand(spec_=to_build(advice["create"]))
@@ -209,6 +218,64 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
         branch = keep_or_revert(decision)
         branch >> [revert_indexes(advice["preexisting"], decision), keep] >> done
     return tg, done
+
+
+def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
+    """deploy (old revision pinned) → N% canary → analysis → promote | rollback, for one service."""
+    from dbopt.operators.cloudrun import (
+        CloudRunDeployRevisionOperator,
+        CloudRunPromoteOperator,
+        CloudRunRollbackOperator,
+        CloudRunShiftTrafficOperator,
+    )
+    from dbopt.sensors.canary import CanaryAnalysisSensor
+
+    d, m = plan.deploy, plan.monitor
+    group = f"canary_{service.name}_{service.region}".replace("-", "_")
+    gcp = {"gcp_conn_id": d.conn_id, "project": d.project}
+    with TaskGroup(group_id=group) as tg:
+        deploy = CloudRunDeployRevisionOperator(
+            task_id="deploy", service=service.name, region=service.region, env=d.env, **gcp
+        )
+        shift = CloudRunShiftTrafficOperator(
+            task_id="shift_traffic", deployment=deploy.output, percent=d.canary_percent, **gcp
+        )
+        revision = f"ti.xcom_pull(task_ids='{group}.deploy')"
+        sources: dict[str, Any] = {}
+        if m.metrics_conn_id:
+            c = f"conn['{m.metrics_conn_id}']"
+            sources["metrics"] = {
+                "kind": "prometheus",
+                "url": f"{{{{ {c}.schema or 'http' }}}}://{{{{ {c}.host }}}}:{{{{ {c}.port or 9090 }}}}",
+                "scopes": {
+                    "canary": {"revision": f"{{{{ {revision}['new_revision'] }}}}"},
+                    "baseline": {"revision": f"{{{{ {revision}['previous_revision'] }}}}"},
+                    "service": {"service": service.name},
+                },
+                "step_s": m.interval_s,
+            }
+        monitor = CanaryAnalysisSensor(
+            task_id="monitor",
+            plan=m.analysis_plan(),
+            sources=sources,
+            database_conn_id=plan.targets[0].conn_id,
+            mode="poke",
+        )
+
+        @task.branch
+        def promote_or_rollback(outcome: dict[str, Any]) -> str:
+            return f"{group}.promote" if outcome["decision"] == "promote" else f"{group}.rollback"
+
+        promote = CloudRunPromoteOperator(task_id="promote", deployment=deploy.output, **gcp)
+        # rollback also runs when the canary machinery itself failed: the old revision is the safe state
+        rollback = CloudRunRollbackOperator(
+            task_id="rollback", deployment=deploy.output, trigger_rule=TriggerRule.ONE_FAILED, **gcp
+        )
+        decided = promote_or_rollback(monitor.output)
+        deploy >> shift >> monitor >> decided >> [promote, rollback]
+        [shift, monitor] >> rollback
+        rollback.trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+    return tg, (promote, rollback)
 
 
 def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
@@ -233,12 +300,11 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
 
             p, _ = _context_plan(plan)
             rules = pipeline.gate_rules(p.health_gate)
-            if not rules:
-                return {"decision": "GO", "reason": "the plan sets no health thresholds", "targets": {}}
             results = {}
             for spec in p.targets:
                 h = DbTargetHook(spec.conn_id)
                 try:
+                    pipeline.check_access(h.target, spec.tables)
                     sources = {
                         "database": DatabaseSource(target=h.target, long_transaction_s=p.health_gate.long_transaction_s)
                     }
@@ -246,9 +312,12 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
                         sources["metrics"] = prometheus_source(
                             p.health_gate.metrics_conn_id, {"service": {}}, p.health_gate.window_s
                         )
-                    results[spec.name] = health_gate(rules, sources).to_dict()
+                    if rules:
+                        results[spec.name] = health_gate(rules, sources).to_dict()
                 finally:
                     h.close()
+            if not rules:
+                return {"decision": "GO", "reason": "the plan sets no health thresholds", "targets": {}}
             return pipeline.gate_decision(p.health_gate, results)
 
         @task.branch
@@ -273,10 +342,29 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
         branch = go_no_go(gate)
         final = report()
         branch >> final
+        dones = []
         for spec in plan.targets:
             tg, done = _target_group(plan, spec, reports_dir)
             branch >> tg
             done >> final
+            dones.append(done)
+        if plan.deploy.enabled:
+
+            @task.branch(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+            def canary_gate() -> list[str]:
+                params = get_current_context()["params"]
+                if params.get("skip_deploy") or params.get("dry_run"):
+                    return ["report"]
+                return [f"{g}.deploy" for g in canary_groups]
+
+            gate_task = canary_gate()
+            dones >> gate_task >> final
+            canary_groups = []
+            for service in plan.deploy.services:
+                cg, ends = _canary_group(plan, service)
+                canary_groups.append(cg.group_id)
+                gate_task >> cg
+                list(ends) >> final
         list(dag.tasks) >> failed_run_watcher()
     return dag
 

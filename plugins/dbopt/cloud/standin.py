@@ -409,7 +409,8 @@ class CloudSqlState:
 class StandIn:
     """Both APIs on one loopback port: Cloud Run under ``/v2/``, Cloud SQL Admin under ``/v1/``."""
 
-    def __init__(self, *, lro_polls: int = 1, etag_status: int = 409) -> None:
+    def __init__(self, *, lro_polls: int = 1, etag_status: int = 409, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port  # tests: loopback and a free port; the compose stack: 0.0.0.0:8086
         self.run = CloudRunState(lro_polls, etag_status)
         self.sql = CloudSqlState(lro_polls)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, for assertions
@@ -420,14 +421,14 @@ class StandIn:
     def endpoint(self) -> str:
         if self._server is None:
             raise RuntimeError("stand-in not started; call start() or use it as a context manager")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
     def extra(self, project: str) -> dict[str, Any]:
         """The connection extra that points dbopt's hooks here."""
         return {"project": project, "endpoint": self.endpoint, "anonymous": True}
 
     def start(self) -> StandIn:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer((self.host, self.port), _handler(self))
         self._server.daemon_threads = True
         threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="gcp-stand-in", daemon=True
@@ -490,3 +491,36 @@ def _handler(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = do_PATCH = _serve
 
     return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the stand-in until interrupted, seeded with the services and instances named."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dbopt.cloud.standin", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8086)
+    parser.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="PROJECT/REGION/NAME",
+        help="a Cloud Run service with one serving revision (repeatable)",
+    )
+    parser.add_argument("--instance", action="append", default=[], metavar="PROJECT/NAME",
+                        help="a Cloud SQL instance (repeatable)")  # fmt: skip
+    args = parser.parse_args(argv)
+    standin = StandIn(host=args.host, port=args.port)
+    for item in args.service:
+        project, region, name = item.split("/")
+        standin.run.seed(project, region, name)
+    for item in args.instance:
+        project, name = item.split("/")
+        standin.sql.seed(project, name)
+    standin.start()
+    print(f"dbopt stand-in serving Cloud Run v2 and Cloud SQL Admin v1 at {standin.endpoint}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

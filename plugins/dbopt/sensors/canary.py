@@ -31,6 +31,8 @@ class CanaryAnalysisSensor(BaseSensorOperator):
 
     :param plan: ``AnalysisPlan`` as plain data (rules, interval_s, deadline_s, limits, safe_state).
     :param sources: source name → ``MetricSource.to_config()`` (rules use "metrics" / "database" by default).
+    :param database_conn_id: an Airflow connection whose database becomes the "database" source; resolved
+        when the task runs, so no credentials sit in the DAG or its rendered template fields.
     """
 
     template_fields: Sequence[str] = ("plan", "sources")
@@ -42,6 +44,7 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         plan: dict[str, Any],
         sources: dict[str, dict[str, Any]],
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        database_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(plan, Mapping):
@@ -54,13 +57,23 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         self.plan = plan
         self.sources = sources
         self.deferrable = deferrable
+        self.database_conn_id = database_conn_id
         self._plan: AnalysisPlan | None = None
         self._sources: dict[str, MetricSource] = {}
         self._state: AnalysisState | None = None
 
+    def _source_configs(self) -> dict[str, dict[str, Any]]:
+        configs = dict(self.sources)
+        if self.database_conn_id:
+            from dbopt.hooks.database import DbTargetHook
+
+            url = DbTargetHook(self.database_conn_id).url.render_as_string(hide_password=False)
+            configs.setdefault("database", {"kind": "database", "url": url})
+        return configs
+
     def _load(self) -> tuple[AnalysisPlan, dict[str, MetricSource]]:
         plan = AnalysisPlan.from_dict(self.plan)
-        sources = sources_from_config(self.sources)
+        sources = sources_from_config(self._source_configs())
         try:
             check_sources(plan.rules, sources)
             if self.reschedule and any(isinstance(sources[r.source_name], DatabaseSource) for r in plan.rules):
@@ -78,7 +91,9 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         if self.deferrable:
             close_all(sources)  # validated; the trigger builds its own in the triggerer
             self.defer(
-                trigger=CanaryAnalysisTrigger(plan=plan.to_dict(), sources=self.sources, started_at=time.time()),
+                trigger=CanaryAnalysisTrigger(
+                    plan=plan.to_dict(), sources=self._source_configs(), started_at=time.time()
+                ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout),
             )

@@ -59,7 +59,7 @@ class _LockBusy(Exception):
 
 class MySQLTarget(Target):
     dialect = "mysql"
-    _preparer: ClassVar = MySQLDialect().identifier_preparer
+    _preparer: ClassVar = MySQLDialect(paramstyle="qmark").identifier_preparer  # no "%%": names go out unformatted
 
     def __init__(self, url: URL) -> None:
         if not url.database:

@@ -478,15 +478,21 @@ class PostgresTarget(Target):
         self._run("RESET statement_timeout")
 
     def _online_ddl(
-        self, statement: sql.Composable, retries: int, on_failure: Callable[[BaseException], None] | None = None
+        self,
+        statement: sql.Composable | Callable[[], None],
+        retries: int,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> tuple[int, psycopg.Error | None]:
-        """Run an online DDL with retries; (attempts, the final error or None)."""
+        """Run an online DDL (a statement, or a function sending statements) with retries; (attempts, error or None)."""
         attempts = 0
 
         def attempt(n: int) -> None:
             nonlocal attempts
             attempts = n
-            self._run(statement)
+            if callable(statement):
+                statement()
+            else:
+                self._run(statement)
 
         try:
             with_retries(attempt, _RETRYABLE, retries, on_failure=on_failure)
@@ -542,7 +548,16 @@ class PostgresTarget(Target):
                 if err is not None:
                     return result("failed", attempts, f"cannot drop INVALID leftover {spec.name!r}: {err}".strip())
                 cleaned = True
-            attempts, err = self._online_ddl(self._index_sql(spec, online=True), retries, clean_leftover)
+
+            def build() -> None:
+                nonlocal cleaned
+                state = self._index_state(schema, spec.name)
+                if state is not None and not state.valid:  # a leftover IF NOT EXISTS would skip, reporting success
+                    self._run(self._drop_sql(schema, spec.name))  # still blocked: retried like the build
+                    cleaned = True
+                self._run(self._index_sql(spec, online=True))
+
+            attempts, err = self._online_ddl(build, retries, clean_leftover)
             if err is None:
                 return result("created", attempts, cleaned=cleaned)
             if not isinstance(err, _RETRYABLE):  # e.g. a uniqueness violation leaves one too
