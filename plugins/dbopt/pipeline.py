@@ -176,6 +176,8 @@ def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict
     """Real latencies of the queries: the plan's iterations spread over up to 5 shuffled rounds."""
     from dbopt.bench import BenchQuery, measure
 
+    if not queries:
+        return {"queries": [], "method": "nothing measured: no benchmark query"}
     b = plan.benchmark
     rounds = min(5, b.iterations)
     bq = [BenchQuery(name=q["name"], sql=tuple(q["sql"])) for q in queries]

@@ -255,7 +255,7 @@ class MonitorSpec(Strict):
     def analysis_plan(self) -> dict[str, Any]:
         """The canary analysis (``dbopt.metrics.analysis.AnalysisPlan``) as plain data."""
         return {
-            "rules": [r.model_dump(exclude_defaults=True) for r in self.rules],
+            "rules": [r.model_dump(exclude_none=True) for r in self.rules],
             "interval_s": self.interval_s, "warmup_s": self.warmup_s, "deadline_s": self.duration_s,
             "required_passes": self.required_passes, "failure_limit": self.failure_limit,
             "inconclusive_limit": self.inconclusive_limit, "safe_state": self.on_inconclusive,

@@ -241,7 +241,10 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
             task_id="shift_traffic", deployment=deploy.output, percent=d.canary_percent, **gcp
         )
         revision = f"ti.xcom_pull(task_ids='{group}.deploy')"
-        sources: dict[str, Any] = {}
+        # the database source's URL is resolved from the connection when the sensor runs
+        sources: dict[str, Any] = {
+            "database": {"kind": "database", "long_transaction_s": plan.health_gate.long_transaction_s}
+        }
         if m.metrics_conn_id:
             c = f"conn['{m.metrics_conn_id}']"
             sources["metrics"] = {
@@ -267,14 +270,14 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
             return f"{group}.promote" if outcome["decision"] == "promote" else f"{group}.rollback"
 
         promote = CloudRunPromoteOperator(task_id="promote", deployment=deploy.output, **gcp)
-        # rollback also runs when the canary machinery itself failed: the old revision is the safe state
+        # Rollback runs when chosen, and also when the canary machinery failed (the old revision is the
+        # safe state); a branch to promote skips it directly, and a skipped deploy skips it too.
         rollback = CloudRunRollbackOperator(
-            task_id="rollback", deployment=deploy.output, trigger_rule=TriggerRule.ONE_FAILED, **gcp
+            task_id="rollback", deployment=deploy.output, trigger_rule=TriggerRule.NONE_SKIPPED, **gcp
         )
         decided = promote_or_rollback(monitor.output)
         deploy >> shift >> monitor >> decided >> [promote, rollback]
         [shift, monitor] >> rollback
-        rollback.trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
     return tg, (promote, rollback)
 
 

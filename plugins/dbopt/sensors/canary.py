@@ -68,7 +68,7 @@ class CanaryAnalysisSensor(BaseSensorOperator):
             from dbopt.hooks.database import DbTargetHook
 
             url = DbTargetHook(self.database_conn_id).url.render_as_string(hide_password=False)
-            configs.setdefault("database", {"kind": "database", "url": url})
+            configs["database"] = {"kind": "database", **configs.get("database", {}), "url": url}
         return configs
 
     def _load(self) -> tuple[AnalysisPlan, dict[str, MetricSource]]:
