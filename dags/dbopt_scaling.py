@@ -43,8 +43,15 @@ def dbopt_scaling() -> None:
         rules = load_rules(params["rules_file"])
         # The scheduled hour (not the wall clock), so a retry or a late start decides the same.
         now = context["logical_date"] or context["dag_run"].run_after
+        from dbopt.history import HistoryStore
+
         run = CloudRunHook(params["gcp_conn_id"]).client
-        return [change.to_dict() for change in apply_scaling(run, rules, now, dry_run=params["dry_run"])]
+        changes = [change.to_dict() for change in apply_scaling(run, rules, now, dry_run=params["dry_run"])]
+        if not params["dry_run"]:
+            with HistoryStore() as history:  # the daily report's scaling section
+                history.record_scaling(context["dag"].dag_id, context["run_id"], changes,
+                                       try_number=context["ti"].try_number)  # fmt: skip
+        return changes
 
     apply_scaling_rules()
 

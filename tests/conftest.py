@@ -7,6 +7,7 @@ never skip silently.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,8 @@ for key, value in {
     "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    # the run history of test runs goes to a throwaway file, not the project's var/history.db
+    "DBOPT_HISTORY_URL": f"sqlite:///{tempfile.mkdtemp(prefix='dbopt-history-')}/history.db",
 }.items():
     os.environ.setdefault(key, value)
 

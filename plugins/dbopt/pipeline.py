@@ -221,7 +221,8 @@ def verify_plans(target: Target, specs: list[dict[str, Any]], queries: list[dict
         plans[q["name"]] = sorted(explain.indexes_used())
         for name in explain.indexes_used() & used_by.keys():
             used_by[name].append(q["name"])
-    return {"used_by": used_by, "indexes_per_query": plans, "method": "EXPLAIN after build"}
+    sizes = {ix.name: ix.size_bytes for ix in target.indexes() if ix.name in used_by}
+    return {"used_by": used_by, "indexes_per_query": plans, "sizes": sizes, "method": "EXPLAIN after build"}
 
 
 def keep_or_revert(

@@ -7,6 +7,7 @@ a NO-GO run has only the gate; a failed build has no benchmark after; a rollback
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,33 @@ def write_record(record: dict[str, Any], reports_dir: Path) -> Path:
 
 
 def collect_and_report(plan: Plan, context: dict[str, Any], reports_dir: Path) -> dict[str, Any]:
+    """Write the run record, append it to the history (a retried report task adds nothing), then the
+    HTML/Markdown report — after the history, so this run shows in its own trend chart."""
+    from dbopt.history import HistoryStore
+    from dbopt.report.run import write_run_report
+
     record = collect(plan, context)
     path = write_record(record, reports_dir)
-    print(f"dbopt report: {path}")
-    return {"record": str(path)}
+    with HistoryStore() as history:
+        history.record_run(record)
+        report = write_run_report(record, path.parent, history=history)
+    print(Path(report["markdown"]).read_text())
+    print(f"dbopt report: {report['html']}")
+    return {"record": str(path), **report}
+
+
+def step_recorder(plan_id: str, status: str) -> Callable[[dict[str, Any]], None]:
+    """A task callback appending the task's outcome to the history (a crash loses no finished step)."""
+
+    def record(context: dict[str, Any]) -> None:
+        from dbopt.history import HistoryStore
+
+        ti = context["ti"]
+        if status == "success":
+            payload = ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index)
+        else:
+            payload = {"error": str(context.get("exception"))}
+        with HistoryStore() as history:
+            history.record_task(plan_id, ti, status, payload)
+
+    return record

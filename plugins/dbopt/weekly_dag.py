@@ -23,7 +23,9 @@ from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, get_current_context,
 
 from dbopt import pipeline
 from dbopt.hooks.database import DbTargetHook
+from dbopt.notify import failure_notifier
 from dbopt.plan import Plan, PlanError, ServiceRef, TargetSpec
+from dbopt.run_record import step_recorder
 from dbopt.targets.base import IndexSpec
 
 log = logging.getLogger(__name__)
@@ -293,7 +295,17 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
         tags=["dbopt", *plan.tags, *sorted({t.dialect for t in plan.targets})],
         doc_md=_doc(plan, source),
         params=_params(plan),
-        default_args={"owner": plan.owner, "retries": 1, "retry_delay": pendulum.duration(seconds=10)},
+        default_args={
+            "owner": plan.owner,
+            "retries": 1,
+            "retry_delay": pendulum.duration(seconds=10),
+            "on_success_callback": [step_recorder(plan.id, "success")],
+            "on_retry_callback": [step_recorder(plan.id, "up_for_retry")],
+            "on_failure_callback": [
+                step_recorder(plan.id, "failed"),
+                *filter(None, [failure_notifier(plan)]),
+            ],
+        },
     ) as dag:
 
         @task

@@ -1,0 +1,194 @@
+"""The per-run report: HTML (file and e-mail) and Markdown (for the task log) from one run record.
+
+Works on any partial record (NO-GO, failed build, dry run, no deploy): a part that did not run is
+said to be missing, never filled in. Each figure carries the method that produced it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dbopt.history import facts
+from dbopt.report.charts import latency_chart, trend_chart
+from dbopt.report.mail import HtmlEmail, content_id
+from dbopt.report.render import data_uri, render
+
+# Each target's steps in run order, with what it means when the record has no result for it.
+TARGET_STEPS = (
+    ("extract", "workload extraction"),
+    ("advise", "index advice"),
+    ("backup", "backup"),
+    ("bench_before", "benchmark before the change"),
+    ("create_index", "index builds"),
+    ("verify", "plan verification (EXPLAIN)"),
+    ("bench_after", "benchmark after the change"),
+    ("judge", "keep/revert decision"),
+    ("revert_indexes", "revert of unhelpful indexes"),
+)
+FIGURE_KEYS = ("target", "rule", "metric", "scope", "value", "op", "threshold", "limit", "relative_to", "verdict",
+               "reason", "samples", "requests")  # fmt: skip
+EVIDENCE_KEYS = ("rule", "description", "value", "limit", "verdict", "reason", "samples")
+STATEMENT_KEYS = ("rank", "query", "calls", "mean_ms", "total_ms", "rows")
+RESULT_KEYS = ("median_ratio", "ci_low", "ci_high", "p_value", "reason", "method")
+TOP_STATEMENTS = 10
+TREND_WEEKS = 8
+
+
+def _pick(data: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Exactly ``keys`` (None where absent), so templates can test any of them on a partial record."""
+    return {k: data.get(k) for k in keys} if isinstance(data, Mapping) else dict.fromkeys(keys)
+
+
+def _arm_method(bench: Any) -> str | None:
+    """How one benchmark arm was measured (the BenchResult's own description)."""
+    return bench.get("method") if isinstance(bench, Mapping) and bench.get("queries") else None
+
+
+def _comparison_method(judge: Any) -> str | None:
+    comparison = judge.get("comparison") if isinstance(judge, Mapping) else None
+    if not isinstance(comparison, Mapping):
+        return None
+    min_effect, alpha = comparison.get("min_effect"), comparison.get("alpha")
+    rule = (
+        f"; improved/regressed only when the whole CI of median(after)/median(before) lies beyond "
+        f"±{min_effect:.0%} and p < {alpha:g}"
+        if isinstance(min_effect, int | float) and isinstance(alpha, int | float)
+        else ""
+    )
+    return f"{comparison.get('design', 'before_after')}: {comparison.get('method', '')}{rule}"
+
+
+def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> dict[str, Any]:
+    advise = data.get("advise") if isinstance(data.get("advise"), Mapping) else {}
+    statements = [s for s in facts.statements(record) if s["target"] == name]
+    texts = {q.get("name"): q.get("query") or (q.get("sql") or [""])[0] for q in advise.get("queries") or []}
+    return {
+        "name": name,
+        "dialect": data.get("dialect", "?"),
+        "conn_id": data.get("conn_id", "?"),
+        "steps": [{"step": s, "what": what, "ran": data.get(s) is not None} for s, what in TARGET_STEPS],
+        "statements": [_pick(s, STATEMENT_KEYS) for s in statements[:TOP_STATEMENTS]],
+        "statements_total": len(statements),
+        "workload_source": next((s.get("source") for s in statements if s.get("source")), None),
+        "bench": [
+            r | {"result": _pick(r["result"], RESULT_KEYS), "text": texts.get(r["query"]) or ""}
+            for r in facts.bench_rows(record)
+            if r["target"] == name
+        ],
+        "before_method": _arm_method(data.get("bench_before")),
+        "after_method": _arm_method(data.get("bench_after")),
+        "comparison_method": _comparison_method(data.get("judge")),
+        "decision": (data.get("judge") or {}).get("decision") if isinstance(data.get("judge"), Mapping) else None,
+        "indexes": [c for c in facts.index_changes(record) if c["target"] == name],
+        "recommendations": [
+            _pick(r, ("table", "columns", "method", "reason"))
+            for r in facts.recommendations(record)
+            if r["target"] == name
+        ],
+        "drop_candidates": [
+            _pick(d, ("table", "index", "size_bytes", "reason"))
+            for d in facts.drop_candidates(record)
+            if d["target"] == name
+        ],
+        "preexisting": len(advise.get("preexisting") or []),
+        "backup": _pick(data["backup"], ("kind", "path", "verified", "detail")) if data.get("backup") else None,
+        "verify_method": (data.get("verify") or {}).get("method") if isinstance(data.get("verify"), Mapping) else None,
+        "chart": f"latency-{name}",
+    }
+
+
+def _canary(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    canary = facts.canary(record)
+    return canary and canary | {"evidence": [_pick(e, EVIDENCE_KEYS) for e in canary["evidence"]]}
+
+
+def _notes(record: Mapping[str, Any], gate: dict[str, Any] | None, targets: list[dict[str, Any]]) -> list[str]:
+    """What the reader must know to read the figures right (what did not run, and why it may not have)."""
+    notes = []
+    if facts.is_dry_run(record):
+        notes.append("Dry run: nothing was changed; DDL shown is what would have run.")
+    if gate is None:
+        notes.append("The health check has no result (it did not run or failed): no GO/NO-GO figures.")
+    elif gate.get("decision") == "NO-GO":
+        notes.append("NO-GO: the run stopped at the health gate; no database was changed.")
+    for t in targets:
+        missing = [s["what"] for s in t["steps"] if not s["ran"]]
+        if missing and (gate or {}).get("decision") != "NO-GO":
+            notes.append(f"{t['name']}: no result from {', '.join(missing)} (skipped, failed or not reached).")
+    return notes
+
+
+def run_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything the run templates show, drawn from the record only."""
+    gate = facts.gate(record)
+    targets = [_target_view(record, name, data) for name, data in facts.targets(record)]
+    return {
+        "plan": record.get("plan", "?"),
+        "dag_id": record.get("dag_id", "?"),
+        "run_id": record.get("run_id", "?"),
+        "started": record.get("started") or None,
+        "outcome": facts.outcome(record),
+        "dry_run": facts.is_dry_run(record),
+        "params": {k: v for k, v in (record.get("params") or {}).items() if v not in (None, False)},
+        "gate": gate,
+        "figures": [_pick(f, FIGURE_KEYS) for f in facts.gate_figures(record)],
+        "targets": targets,
+        "canary": _canary(record),
+        "notes": _notes(record, gate, targets),
+        "workload": facts.workload_latency(record),
+        "trend_chart": "trend",
+    }
+
+
+def _charts(view: dict[str, Any], trend: list[dict[str, Any]] | None) -> dict[str, bytes]:
+    charts: dict[str, bytes] = {}
+    for t in view["targets"]:
+        png = latency_chart(t["bench"], f"{view['plan']} / {t['name']}: latency before and after")
+        if png:
+            charts[t["chart"]] = png
+    if trend:
+        png = trend_chart({view["plan"]: trend}, f"{view['plan']}: workload latency per week")
+        if png:
+            charts[view["trend_chart"]] = png
+    return charts
+
+
+def _trend(record: Mapping[str, Any], history: Any) -> list[dict[str, Any]] | None:
+    return history.trend(record["plan"], TREND_WEEKS) if history is not None and record.get("plan") else None
+
+
+def _html(view: dict[str, Any], charts: dict[str, bytes], src: Callable[[str, bytes], str]) -> str:
+    return render("run_report.html.j2", run=view, images={name: src(name, png) for name, png in charts.items()})
+
+
+def write_run_report(record: Mapping[str, Any], run_dir: Path | str, history: Any = None) -> dict[str, Any]:
+    """Write ``report.html`` (charts embedded as data: URIs, so the file stands alone), ``report.md``
+    and the chart PNGs into ``run_dir``. ``history``: a ``HistoryStore`` for the weekly trend chart.
+    Returns ``{"html": path, "markdown": path, "charts": [paths]}``."""
+    out = Path(run_dir)
+    view = run_view(record)
+    charts = _charts(view, _trend(record, history))
+    chart_dir = out / "charts"
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    chart_paths = []
+    for name, png in charts.items():
+        path = chart_dir / f"{name}.png"
+        path.write_bytes(png)
+        chart_paths.append(str(path))
+    html_path, md_path = out / "report.html", out / "report.md"
+    html_path.write_text(_html(view, charts, lambda _, png: data_uri(png)), encoding="utf-8")
+    md_path.write_text(
+        render("run_report.md.j2", run=view, charts={n: f"charts/{n}.png" for n in charts}), encoding="utf-8"
+    )
+    return {"html": str(html_path), "markdown": str(md_path), "charts": chart_paths}
+
+
+def run_email(record: Mapping[str, Any], history: Any = None) -> HtmlEmail:
+    """The same report as an e-mail: charts as inline ``cid:`` parts."""
+    view = run_view(record)
+    charts = _charts(view, _trend(record, history))
+    html = _html(view, charts, lambda name, _: f"cid:{content_id(name)}")
+    subject = f"[dbopt] {view['plan']} {view['run_id']}: {view['outcome'].upper()}"
+    return HtmlEmail(subject, html, {content_id(n): png for n, png in charts.items()})

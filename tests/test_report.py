@@ -1,0 +1,110 @@
+"""The per-run report from a record measured on a real SQLite database, and from partial records;
+a headless Chromium renders the HTML file to check it shows (not a blank page)."""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+import subprocess
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from dbopt.history import HistoryStore
+from dbopt.report.run import run_email, write_run_report
+from tests.run_records import dry_run_record, failed_build_record, measured_record, no_go_record
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> dict:
+    return measured_record(tmp_path_factory.mktemp("shop"))
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", html_lib.unescape(re.sub(r"<[^>]+>", " ", html)))
+
+
+def test_full_report_shows_every_figure_with_its_method(measured, tmp_path):
+    out = write_run_report(measured, tmp_path / "run")
+    html = Path(out["html"]).read_text()
+    text = _text(html)
+    shop = measured["targets"]["shop"]
+
+    assert "GO all figures pass" in text and "fail if > 50" in text and "31.4" in text
+    for q in shop["bench_before"]["queries"]:
+        assert q["name"] in text
+    first = shop["bench_before"]["queries"][0]["summary"]
+    assert f"{first['median_ms']:.3f}" in text or f"{first['median_ms']:.2f}" in text
+    assert "Mann-Whitney U two-sided" in text and "2 warm-up runs per query discarded" in text
+    assert "linear interpolation between closest ranks" in text
+    for ddl in shop["create_index"]:
+        assert ddl["index"] in text
+    assert 'CREATE INDEX IF NOT EXISTS "dbopt_orders_amount_' in text
+    assert "no benchmark query uses it" in text and "kB" in text  # reverted, with its measured size
+    assert "promote 3 passing checks in a row" in text
+    assert "expected" not in text.lower()
+    assert html.count("data:image/png;base64,") == 1  # the latency chart, embedded: the file stands alone
+
+    assert [Path(c).name for c in out["charts"]] == ["latency-shop.png"]
+    assert Path(out["charts"][0]).read_bytes().startswith(b"\x89PNG")
+    md = Path(out["markdown"]).read_text()
+    assert "| query | before n | p50 | p95 | p99 |" in md and "**GO**" in md and "DROP INDEX IF EXISTS" in md
+
+
+def test_report_with_history_adds_the_weekly_trend(measured, tmp_path):
+    with HistoryStore(f"sqlite:///{tmp_path / 'history.db'}") as store:
+        store.record_run(measured)
+        out = write_run_report(measured, tmp_path / "run", history=store)
+    assert sorted(Path(c).name for c in out["charts"]) == ["latency-shop.png", "trend.png"]
+    assert Path(out["html"]).read_text().count("data:image/png;base64,") == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("no_go", ["NO-GO: the run stopped at the health gate", "fail if > 50", "73.9", "No benchmark in the record"]),
+        ("failed", ["failed", "database is locked", "no result from plan verification", "not judged"]),
+        ("dry_run", ["Dry run: nothing was changed", "dry_run", "dry run: no backup taken"]),
+        ("bare", ["No health check result", "No canary in this run"]),
+    ],
+)
+def test_partial_records_render(measured, tmp_path, kind, says):
+    record = {
+        "no_go": lambda: no_go_record(),
+        "failed": lambda: failed_build_record(measured),
+        "dry_run": lambda: dry_run_record(measured),
+        "bare": lambda: {"plan": "orders", "dag_id": "dbopt_orders", "run_id": "manual__x"},
+    }[kind]()
+    out = write_run_report(record, tmp_path / kind)
+    text = _text(Path(out["html"]).read_text())
+    for phrase in says:
+        assert phrase in text, phrase
+    assert Path(out["markdown"]).read_text().startswith("# dbopt orders")
+
+
+def test_report_email_references_its_charts_by_content_id(measured):
+    email = run_email(measured)
+    assert email.subject.startswith("[dbopt] orders manual__2026-11-23T09:00:00+09:00: ")
+    cids = re.findall(r'src="cid:([^"]+)"', email.html)
+    assert cids == list(email.images) == ["latency-shop@dbopt"]
+    assert "data:image" not in email.html
+
+
+def test_chromium_renders_the_report_file(measured, tmp_path):
+    assert CHROMIUM.exists(), "chromium is needed for this test: apt-get install chromium"
+    out = write_run_report(measured, tmp_path / "run")
+    shot = tmp_path / "shot.png"
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+           Path(out["html"]).as_uri()]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), done.stderr[-2000:]
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (1600, 1200)
+    colours = np.unique(pixels.reshape(-1, pixels.shape[-1])[::7], axis=0)
+    assert len(colours) > 50  # text, tables, badges and the chart: far from a blank page
