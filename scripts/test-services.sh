@@ -26,15 +26,20 @@ pg_ok || { echo "test-services: PostgreSQL is not reachable on $PGHOST_ADDR:5432
 
 want_preload="pg_stat_statements,pg_qualstats"
 pg_conf=/etc/postgresql/15/main/conf.d/dbopt-tests.conf
-# pg_qualstats samples 1/max_connections by default (PoWA FAQ): tests and the benchmark need every qual
+# pg_qualstats samples 1/max_connections by default (PoWA FAQ): tests and the benchmark need every qual.
+# Its example-query table (pg_qualstats.max entries, not emptied by pg_qualstats_reset) evicts under
+# churn, so it is sized well above what a test run creates.
 pg_settings="shared_preload_libraries = '$want_preload'
 pg_stat_statements.track = 'top'
 pg_qualstats.sample_rate = 1
+pg_qualstats.max = 20000
 "
 if [ "$(cat "$pg_conf" 2>/dev/null)" != "$(printf '%s' "$pg_settings")" ]; then
   printf '%s' "$pg_settings" > "$pg_conf"
 fi
-if [ "$(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show shared_preload_libraries')" != "$want_preload" ]; then
+pg_loaded() { psql -h "$PGHOST_ADDR" -U postgres -Atqc "select current_setting('shared_preload_libraries') || ' ' ||
+  coalesce(current_setting('pg_qualstats.max', true), '')"; }
+if [ "$(pg_loaded)" != "$want_preload 20000" ]; then
   echo "test-services: preloading $want_preload into PostgreSQL (restart)"
   pg_ctlcluster --skip-systemctl-redirect 15 main restart
   for _ in $(seq 30); do pg_ok && break; sleep 1; done
