@@ -16,11 +16,12 @@ from dbopt.plan import PlanError, iter_plans
 from dbopt.weekly_dag import build_broken_dag, build_dag
 
 REPORTS_DIR = Path(os.environ.get("DBOPT_REPORTS_DIR") or Path(__file__).resolve().parents[1] / "reports")
-wanted = get_parsing_context().dag_id
+wanted = get_parsing_context().dag_id  # set on a worker: build only that DAG, read only its plan
+only = wanted.removeprefix("dbopt_") if wanted and wanted.startswith("dbopt_") else None
 
-for path, plan in iter_plans():
-    if wanted and wanted != f"dbopt_{path.stem.lower()}":
-        continue
+for path, plan in iter_plans(only_id=only):
+    if wanted and only is None:
+        break  # a worker running another file's DAG
     if isinstance(plan, PlanError):
         build_broken_dag(path, plan)
     else:

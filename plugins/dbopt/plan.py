@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# libyaml's parser when PyYAML was built with it (the wheels are): plans are parsed on every DAG parse
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PLANS_DIR_ENV = "DBOPT_PLANS_DIR"
 DEFAULT_PLANS_DIR = Path(__file__).resolve().parents[2] / "include" / "plans"
 
@@ -379,15 +381,19 @@ def _describe(err: dict[str, Any], root: yaml.Node | None) -> str:
 
 
 def parse_plan(text: str, path: Path | str = "<string>") -> Plan:
+    # One pass: compose the node tree (its marks give error line numbers), then build the data from it.
+    loader = _Loader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "line ?"
         raise PlanError(path, [f"{where}: not valid YAML: {getattr(err, 'problem', err)}"]) from None
     except (ValueError, RecursionError) as err:  # a scalar that cannot be built (2001-13-45, !!float x), deep nesting
         raise PlanError(path, [f"line ?: not valid YAML: {err}"]) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise PlanError(path, ["line 1: (top level): a plan is a YAML mapping with at least 'id' and 'targets'"])
     try:
@@ -418,9 +424,14 @@ def plan_files(directory: Path | None = None) -> list[Path]:
     return sorted(p for p in d.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
 
-def iter_plans(directory: Path | None = None) -> Iterator[tuple[Path, Plan | PlanError]]:
-    """Every plan file with its plan, or the error that makes it unusable (others still load)."""
+def iter_plans(directory: Path | None = None, only_id: str | None = None) -> Iterator[tuple[Path, Plan | PlanError]]:
+    """Every plan file with its plan, or the error that makes it unusable (others still load).
+
+    ``only_id``: just the file of that plan id (a worker building one DAG reads one file).
+    """
     for path in plan_files(directory):
+        if only_id is not None and path.stem.lower() != only_id:
+            continue
         try:
             yield path, load_plan(path)
         except PlanError as err:

@@ -12,8 +12,6 @@ re-applied, a bounded number of times. Changes that are already in place are not
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
-import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -25,15 +23,13 @@ from google.api_core.future import polling
 from google.cloud import run_v2
 from google.protobuf import field_mask_pb2
 
+from dbopt.cloud.deployment import CANARY_TAG, Deployment, revision_name
 from dbopt.cloud.gcp import CloudError, GcpSettings
 from dbopt.targets.base import Data
 
 log = logging.getLogger(__name__)
 
 ALLOCATION = run_v2.TrafficTargetAllocationType
-CANARY_TAG = "canary"
-# Revision names are RFC 1035 labels: lowercase letters, digits and hyphens, at most 63 characters.
-_REVISION_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -73,43 +69,6 @@ class ServiceState(Data):
             t for t in self.traffic if t.percent > 0 and t.tag != exclude_tag and t.revision != exclude_revision
         ]
         return max(candidates, key=lambda t: t.percent).revision if candidates else None
-
-
-@dataclass(frozen=True)
-class Deployment(Data):
-    """What a deploy changed; enough to shift, promote or roll back later, even from another process."""
-
-    project: str
-    region: str
-    service: str
-    previous_revision: str
-    new_revision: str
-
-    @classmethod
-    def from_value(cls, value: Mapping[str, Any] | str | None, *, source: str = "deployment") -> Deployment | None:
-        """The deploy task's XCom (a dict, or JSON text after Jinja rendering); None when nothing was recorded."""
-        if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
-            return None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as err:
-                raise CloudError(f"{source}: not JSON ({err}); pass the deploy task's XCom (deploy.output)") from err
-        if not isinstance(value, Mapping):
-            raise CloudError(f"{source}: expected a mapping from the deploy task, got {type(value).__name__}")
-        missing = [f for f in ("project", "region", "service", "previous_revision", "new_revision") if not value.get(f)]
-        if missing:
-            raise CloudError(f"{source}: missing {', '.join(missing)}; pass the deploy task's XCom (deploy.output)")
-        return cls.from_dict(dict(value))
-
-
-def revision_name(service: str, env: Mapping[str, str], image: str | None, run_id: str) -> str:
-    """``{service}-{8 hex}`` from the change and the run id: a retried run finds the revision it created."""
-    change = json.dumps({"env": dict(env), "image": image, "run_id": run_id}, sort_keys=True)
-    name = f"{service}-{hashlib.sha256(change.encode()).hexdigest()[:8]}"
-    if not _REVISION_NAME.match(name):
-        raise CloudError(f"revision name {name!r} is not valid (service name too long or not lowercase?)")
-    return name
 
 
 class CloudRun:

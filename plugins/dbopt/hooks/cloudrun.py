@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from dbopt.cloud.cloudrun import CloudRun
 from dbopt.hooks.gcp import GcpBaseHook
+
+if TYPE_CHECKING:
+    from dbopt.cloud.cloudrun import CloudRun
 
 
 class CloudRunHook(GcpBaseHook):
@@ -13,6 +16,8 @@ class CloudRunHook(GcpBaseHook):
 
     @cached_property
     def client(self) -> CloudRun:
+        from dbopt.cloud.cloudrun import CloudRun  # google-cloud-run loads when first used, not at DAG parse
+
         return CloudRun.connect(self.settings, **self.client_options)
 
     def get_conn(self) -> CloudRun:

@@ -7,12 +7,15 @@ take as ``deployment`` (``deployment=deploy.output``), so a rollback after a cra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dbopt.cloud.cloudrun import CANARY_TAG, CloudRun, Deployment
+from dbopt.cloud.deployment import CANARY_TAG, Deployment
 from dbopt.cloud.gcp import CloudError
 from dbopt.hooks.cloudrun import CloudRunHook
 from dbopt.operators.gcp import GcpBaseOperator
+
+if TYPE_CHECKING:
+    from dbopt.cloud.cloudrun import CloudRun
 
 
 class CloudRunOperator(GcpBaseOperator):
