@@ -68,7 +68,10 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
         "name": name,
         "dialect": data.get("dialect", "?"),
         "conn_id": data.get("conn_id", "?"),
-        "steps": [{"step": s, "what": what, "ran": data.get(s) is not None} for s, what in TARGET_STEPS],
+        "steps": [
+            {"step": s, "what": what, "ran": data.get(s) is not None, "needed": _needed(s, data)}
+            for s, what in TARGET_STEPS
+        ],
         "statements": [_pick(s, STATEMENT_KEYS) for s in statements[:TOP_STATEMENTS]],
         "statements_total": len(statements),
         "workload_source": next((s.get("source") for s in statements if s.get("source")), None),
@@ -99,6 +102,14 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
     }
 
 
+def _needed(step: str, data: Mapping[str, Any]) -> bool:
+    """A revert runs only when the judge found something to revert: its absence otherwise is normal."""
+    if step == "revert_indexes":
+        judge = data.get("judge")
+        return not isinstance(judge, Mapping) or bool(judge.get("revert"))
+    return True
+
+
 def _canary(record: Mapping[str, Any]) -> dict[str, Any] | None:
     canary = facts.canary(record)
     return canary and canary | {"evidence": [_pick(e, EVIDENCE_KEYS) for e in canary["evidence"]]}
@@ -114,7 +125,7 @@ def _notes(record: Mapping[str, Any], gate: dict[str, Any] | None, targets: list
     elif gate.get("decision") == "NO-GO":
         notes.append("NO-GO: the run stopped at the health gate; no database was changed.")
     for t in targets:
-        missing = [s["what"] for s in t["steps"] if not s["ran"]]
+        missing = [s["what"] for s in t["steps"] if s["needed"] and not s["ran"]]
         if missing and (gate or {}).get("decision") != "NO-GO":
             notes.append(f"{t['name']}: no result from {', '.join(missing)} (skipped, failed or not reached).")
     return notes
