@@ -13,7 +13,8 @@ Shape (per target a task group; deploy/monitor only when the plan deploys):
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,7 @@ from dbopt.hooks.database import DbTargetHook
 from dbopt.notify import failure_notifier
 from dbopt.plan import Plan, PlanError, ServiceRef, TargetSpec
 from dbopt.run_record import step_recorder
-from dbopt.targets.base import IndexSpec
-
-log = logging.getLogger(__name__)
+from dbopt.targets.base import IndexSpec, Target
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 OVERRIDABLE = {
@@ -68,6 +67,16 @@ def _params(plan: Plan) -> dict[str, Param]:
     return params
 
 
+@contextmanager
+def opened_target(conn_id: str) -> Iterator[Target]:
+    """The target of a connection, connected for one task and closed after."""
+    hook = DbTargetHook(conn_id)
+    try:
+        yield hook.target
+    finally:
+        hook.close()
+
+
 def prometheus_source(conn_id: str, scopes: dict[str, dict[str, str]], window_s: float) -> Any:
     """A Prometheus source from an Airflow HTTP connection (host, port, schema http/https)."""
     from airflow.sdk import BaseHook
@@ -98,9 +107,6 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
     """The per-target chain; returns (first task, last task)."""
     group = spec.name
 
-    def hook() -> DbTargetHook:
-        return DbTargetHook(spec.conn_id)
-
     with TaskGroup(group_id=group) as tg:
 
         @task
@@ -110,40 +116,29 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
                 return {"kind": "none", "detail": "dry run: no backup taken", "verified": False}
             specs = [IndexSpec.from_dict(s) for s in advice["create"]]
             tables = sorted({s.table for s in specs}) or list(spec.tables)
-            h = hook()
-            try:
-                return h.target.backup(tables, reports_dir / "backups" / plan.id, undo=specs).to_dict()
-            finally:
-                h.close()
+            with opened_target(spec.conn_id) as target:
+                return target.backup(tables, reports_dir / "backups" / plan.id, undo=specs).to_dict()
 
         @task
         def extract() -> list[dict[str, Any]]:
             p, _ = _context_plan(plan)
-            h = hook()
-            try:
-                return pipeline.extract_workload(p, h.target)
-            finally:
-                h.close()
+            with opened_target(spec.conn_id) as target:
+                return pipeline.extract_workload(p, target)
 
         @task(multiple_outputs=True)
         def advise(workload: list[dict[str, Any]]) -> dict[str, Any]:
             p, _ = _context_plan(plan)
-            h = hook()
-            try:
+            with opened_target(spec.conn_id) as target:
                 queries = pipeline.bench_queries(p, workload)
-                advice = pipeline.hold_unmeasurable(pipeline.advise(p, h.target, workload), queries)
+                advice = pipeline.hold_unmeasurable(pipeline.advise(p, target, workload), queries)
                 return advice | {"queries": queries}
-            finally:
-                h.close()
 
         @task
-        def bench_before(queries: list[dict[str, Any]]) -> dict[str, Any]:
+        def benchmark(queries: list[dict[str, Any]], _after: dict[str, Any] | None = None) -> dict[str, Any]:
+            """Real latencies of the benchmark queries (``_after``: runs after the verification)."""
             p, _ = _context_plan(plan)
-            h = hook()
-            try:
-                return pipeline.benchmark(p, h.target, queries)
-            finally:
-                h.close()
+            with opened_target(spec.conn_id) as target:
+                return pipeline.benchmark(p, target, queries)
 
         @task
         def to_build(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,29 +148,14 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
         @task(retries=2, retry_delay=pendulum.duration(seconds=5))
         def create_index(spec_: dict[str, Any]) -> dict[str, Any]:
             p, dry = _context_plan(plan)
-            h = hook()
-            try:
-                return pipeline.create_index(p, h.target, spec_, dry)
-            finally:
-                h.close()
+            with opened_target(spec.conn_id) as target:
+                return pipeline.create_index(p, target, spec_, dry)
 
         @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
         def verify(created: list[dict[str, Any]] | None, queries: list[dict[str, Any]]) -> dict[str, Any]:
-            h = hook()
-            try:
+            with opened_target(spec.conn_id) as target:
                 specs = [{"name": c["index"]} for c in (created or [])]
-                return pipeline.verify_plans(h.target, specs, queries) | {"created": list(created or [])}
-            finally:
-                h.close()
-
-        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-        def bench_after(queries: list[dict[str, Any]], _verified: dict[str, Any]) -> dict[str, Any]:
-            p, _ = _context_plan(plan)
-            h = hook()
-            try:
-                return pipeline.benchmark(p, h.target, queries)
-            finally:
-                h.close()
+                return pipeline.verify_plans(target, specs, queries) | {"created": list(created or [])}
 
         @task
         def judge(verification: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -189,11 +169,8 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
         @task
         def revert_indexes(advice_preexisting: list[str], decision: dict[str, Any]) -> list[dict[str, Any]]:
             p, dry = _context_plan(plan)
-            h = hook()
-            try:
-                return pipeline.revert_indexes(p, h.target, {"preexisting": advice_preexisting}, decision, dry)
-            finally:
-                h.close()
+            with opened_target(spec.conn_id) as target:
+                return pipeline.revert_indexes(p, target, {"preexisting": advice_preexisting}, decision, dry)
 
         keep = EmptyOperator(task_id="keep_indexes")
         done = EmptyOperator(task_id="done", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -210,12 +187,14 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
                 gcp_conn_id=spec.cloud_sql.conn_id, description=f"dbopt {plan.id} {{{{ run_id }}}}",
             )  # fmt: skip
             advice >> cloud_backup >> saved
-        before = bench_before(advice["queries"])
+        before = benchmark.override(task_id="bench_before")(advice["queries"])
         saved >> before
         created = create_index.expand(spec_=to_build(advice["create"]))
         before >> created
         verification = verify(created, advice["queries"])
-        after = bench_after(advice["queries"], verification)
+        after = benchmark.override(task_id="bench_after", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)(
+            advice["queries"], verification
+        )
         decision = judge(verification, before, after)
         branch = keep_or_revert(decision)
         branch >> [revert_indexes(advice["preexisting"], decision), keep] >> done
@@ -317,11 +296,10 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             rules = pipeline.gate_rules(p.health_gate)
             results = {}
             for spec in p.targets:
-                h = DbTargetHook(spec.conn_id)
-                try:
-                    pipeline.check_access(h.target, spec.tables)
+                with opened_target(spec.conn_id) as target:
+                    pipeline.check_access(target, spec.tables)
                     sources = {
-                        "database": DatabaseSource(target=h.target, long_transaction_s=p.health_gate.long_transaction_s)
+                        "database": DatabaseSource(target=target, long_transaction_s=p.health_gate.long_transaction_s)
                     }
                     if p.health_gate.metrics_conn_id:
                         sources["metrics"] = prometheus_source(
@@ -329,8 +307,6 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
                         )
                     if rules:
                         results[spec.name] = health_gate(rules, sources).to_dict()
-                finally:
-                    h.close()
             if not rules:
                 return {"decision": "GO", "reason": "the plan sets no health thresholds", "targets": {}}
             return pipeline.gate_decision(p.health_gate, results)

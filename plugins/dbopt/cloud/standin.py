@@ -18,9 +18,11 @@ import re
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from dbopt.standin_server import BackgroundServer
 
 SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
 _LATEST = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
@@ -406,7 +408,7 @@ class CloudSqlState:
         return {k: v for k, v in op.items() if not k.startswith("_")}
 
 
-class StandIn:
+class StandIn(BackgroundServer):
     """Both APIs on one loopback port: Cloud Run under ``/v2/``, Cloud SQL Admin under ``/v1/``."""
 
     def __init__(self, *, lro_polls: int = 1, etag_status: int = 409, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -415,37 +417,17 @@ class StandIn:
         self.sql = CloudSqlState(lro_polls)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, for assertions
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     @property
     def endpoint(self) -> str:
-        if self._server is None:
-            raise RuntimeError("stand-in not started; call start() or use it as a context manager")
-        return f"http://{self.host}:{self._server.server_address[1]}"
+        return self.url
 
     def extra(self, project: str) -> dict[str, Any]:
         """The connection extra that points dbopt's hooks here."""
         return {"project": project, "endpoint": self.endpoint, "anonymous": True}
 
-    def start(self) -> StandIn:
-        self._server = ThreadingHTTPServer((self.host, self.port), _handler(self))
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="gcp-stand-in", daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> StandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _handler(self)
 
     def handle(self, method: str, raw_path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         url = urlparse(raw_path)

@@ -21,9 +21,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from dbopt.standin_server import BackgroundServer
 
 COUNT = "run.googleapis.com/request_count"
 LATENCIES = "run.googleapis.com/request_latencies"
@@ -86,7 +88,7 @@ def _p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-class MonitoringStandIn:
+class MonitoringStandIn(BackgroundServer):
     """Use: ``with MonitoringStandIn() as s: s.record([...])``, then point a source at it with
     ``CloudMonitoringSource(..., endpoint=s.url, credentials="anonymous")``."""
 
@@ -95,7 +97,6 @@ class MonitoringStandIn:
         self.requests: list[Request] = []
         self.seen: list[dict[str, Any]] = []  # what clients sent: path, params, headers
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     # --- data -------------------------------------------------------------------------------------
     def record(self, requests: Iterable[Request]) -> None:
@@ -103,13 +104,7 @@ class MonitoringStandIn:
             self.requests.extend(requests)
 
     # --- server -----------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the stand-in first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> MonitoringStandIn:
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -125,22 +120,7 @@ class MonitoringStandIn:
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> MonitoringStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
     # --- the API ----------------------------------------------------------------------------------
     def handle(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
