@@ -62,6 +62,7 @@ def test_healthy_canary_is_promoted(pg_url, standin, tmp_path, monkeypatch):
     assert str(run.state) == "success", st
     assert st[f"{group}.promote"] == "success" and st[f"{group}.rollback"] == "skipped"
     assert traffic(standin) == [("TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", 100)]
+    assert record["tasks"]["monitor_canary"]["decision"] == "promote" and record["tasks"]["promote"]
     assert record["targets"]["db"]["extract"] == []  # an empty database: nothing to index, the canary still runs
 
 

@@ -248,3 +248,18 @@ def _reverted(reports: Path) -> list[str]:
     for p in reports.glob("*/*/run.json"):
         names += json.loads(p.read_text())["targets"]["db"].get("judge", {}).get("revert", [])
     return names
+
+
+def test_allowed_drops_remove_only_redundant_indexes(sqlite_demo, tmp_path, monkeypatch):
+    """With indexes.allow_drops, a left-prefix duplicate is dropped after keep/revert; its wider twin stays."""
+    with open_target(sqlite_demo) as target:
+        target.execute('CREATE INDEX "ix_company" ON worklogs (company_id)')
+        target.execute('CREATE INDEX "ix_company_author" ON worklogs (company_id, author_email)')
+    text = plan_yaml("t_drops", "sqlite").replace("retries: 1}", "retries: 1, allow_drops: true}")
+    run, record = run_plan(text, sqlite_demo, tmp_path, monkeypatch)
+    assert str(run.state) == "success", states(run)
+    dropped = record["targets"]["db"]["drop_unused"]
+    assert [(d["index"], d["status"]) for d in dropped if d["index"].startswith("ix_")] == [("ix_company", "dropped")]
+    with open_target(sqlite_demo) as target:
+        names = {ix.name for ix in target.indexes(["worklogs"])}
+    assert "ix_company_author" in names and "ix_company" not in names

@@ -284,3 +284,31 @@ def revert_indexes(
                               retries=plan.indexes.retries)  # fmt: skip
         results.append(r.to_dict())
     return results
+
+
+def drop_unused(plan: Plan, target: Target, advice: dict[str, Any], dry_run: bool) -> list[dict[str, Any]]:
+    """Drop the existing indexes the advisor reports unused or redundant — only if the plan allows it.
+
+    The backup step already saved these tables' DDL (index definitions included), so each drop can be
+    undone from it. Unique and primary-key indexes are never candidates.
+    """
+    if not plan.indexes.allow_drops:
+        return []
+    results = []
+    for d in advice["drop_candidates"]:
+        if dry_run:
+            results.append({"action": "drop", "table": d["table"], "index": d["index"], "status": "dry_run",
+                            "reason": d["reason"]})  # fmt: skip
+            continue
+        r = target.drop_index(d["table"], d["index"], lock_timeout_s=plan.indexes.lock_timeout_s,
+                              retries=plan.indexes.retries)  # fmt: skip
+        results.append(r.to_dict() | {"reason": d["reason"]})
+    return results
+
+
+def backup_tables(plan: Plan, advice: dict[str, Any], scope: Iterable[str]) -> list[str]:
+    """The tables a run may change: those it builds on, and those it may drop indexes from."""
+    tables = {s["table"] for s in advice["create"]}
+    if plan.indexes.allow_drops:
+        tables |= {d["table"] for d in advice["drop_candidates"]}
+    return sorted(tables) or list(scope)

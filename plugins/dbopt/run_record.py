@@ -14,8 +14,10 @@ from typing import Any
 from dbopt.plan import Plan
 
 TARGET_TASKS = ("extract", "advise", "backup", "bench_before", "create_index", "verify", "bench_after", "judge",
-                "revert_indexes")  # fmt: skip
-RUN_TASKS = ("health_check", "deploy_canary", "monitor_canary", "promote", "rollback")
+                "revert_indexes", "drop_unused")  # fmt: skip
+RUN_TASKS = ("health_check",)
+CANARY_TASKS = {"deploy_canary": "deploy", "shift_traffic": "shift_traffic", "monitor_canary": "monitor",
+                "promote": "promote", "rollback": "rollback"}  # fmt: skip
 
 
 def _pull(ti: Any, task_id: str, mapped: bool) -> Any:
@@ -45,6 +47,13 @@ def collect(plan: Plan, context: dict[str, Any]) -> dict[str, Any]:
         "tasks": {t: pull(t) for t in RUN_TASKS},
         "targets": {},
     }
+    canaries = {}
+    for service in plan.deploy.services if plan.deploy.enabled else []:
+        group = canary_group_id(service.name, service.region)
+        canaries[f"{service.name}/{service.region}"] = {k: pull(f"{group}.{t}") for k, t in CANARY_TASKS.items()}
+    record["canaries"] = canaries
+    # the report details one canary: the first service's (every service's results are in "canaries")
+    record["tasks"] |= next(iter(canaries.values()), {})
     for spec in plan.targets:
         record["targets"][spec.name] = {
             "dialect": spec.dialect,
@@ -52,6 +61,11 @@ def collect(plan: Plan, context: dict[str, Any]) -> dict[str, Any]:
             **{t: pull(f"{spec.name}.{t}") for t in TARGET_TASKS},
         }
     return record
+
+
+def canary_group_id(service: str, region: str) -> str:
+    """The task group of one service's canary in the weekly DAG."""
+    return f"canary_{service}_{region}".replace("-", "_")
 
 
 def write_record(record: dict[str, Any], reports_dir: Path) -> Path:

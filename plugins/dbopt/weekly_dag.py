@@ -26,7 +26,7 @@ from dbopt import pipeline
 from dbopt.hooks.database import DbTargetHook
 from dbopt.notify import failure_notifier
 from dbopt.plan import Plan, PlanError, ServiceRef, TargetSpec
-from dbopt.run_record import step_recorder
+from dbopt.run_record import canary_group_id, step_recorder
 from dbopt.targets.base import IndexSpec, Target
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -111,11 +111,11 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
 
         @task
         def backup(advice: dict[str, Any]) -> dict[str, Any]:
-            _, dry = _context_plan(plan)
+            p, dry = _context_plan(plan)
             if dry:
                 return {"kind": "none", "detail": "dry run: no backup taken", "verified": False}
             specs = [IndexSpec.from_dict(s) for s in advice["create"]]
-            tables = sorted({s.table for s in specs}) or list(spec.tables)
+            tables = pipeline.backup_tables(p, advice, spec.tables)
             with opened_target(spec.conn_id) as target:
                 return target.backup(tables, reports_dir / "backups" / plan.id, undo=specs).to_dict()
 
@@ -198,6 +198,18 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
         decision = judge(verification, before, after)
         branch = keep_or_revert(decision)
         branch >> [revert_indexes(advice["preexisting"], decision), keep] >> done
+        if plan.indexes.allow_drops:
+
+            # after keep/revert, so the new indexes' verdicts are not confounded by the drops
+            @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+            def drop_unused(advice_: dict[str, Any]) -> list[dict[str, Any]]:
+                p, dry = _context_plan(plan)
+                with opened_target(spec.conn_id) as target:
+                    return pipeline.drop_unused(p, target, advice_, dry)
+
+            dropped = drop_unused(advice)
+            done >> dropped
+            return tg, dropped
     return tg, done
 
 
@@ -212,7 +224,7 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
     from dbopt.sensors.canary import CanaryAnalysisSensor
 
     d, m = plan.deploy, plan.monitor
-    group = f"canary_{service.name}_{service.region}".replace("-", "_")
+    group = canary_group_id(service.name, service.region)
     gcp = {"gcp_conn_id": d.conn_id, "project": d.project}
     with TaskGroup(group_id=group) as tg:
         deploy = CloudRunDeployRevisionOperator(
