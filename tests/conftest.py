@@ -28,6 +28,7 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 
+DEMO_SCALE = 0.1  # the SQLite demo at ~25k rows: indexes matter, runs stay quick
 PG_ADMIN = os.environ.get("DBOPT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MY_HOST = os.environ.get("DBOPT_TEST_MYSQL_HOST", "127.0.0.1")
 
@@ -77,3 +78,14 @@ def mysql_url() -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'target.db'}"
+
+
+@pytest.fixture
+def sqlite_demo(tmp_path) -> str:
+    """The SQLite demo database (seed 003's worklogs) with a replayed workload in its query log."""
+    from dbopt.demo_data import generate, replay
+
+    url = f"sqlite:///{tmp_path / 'worklogs.db'}"
+    generate(url, scale=DEMO_SCALE)
+    replay(url, statements=300, scale=DEMO_SCALE)
+    return url

@@ -286,6 +286,12 @@ def revert_indexes(
     return results
 
 
+def revert_kept(plan: Plan, target: Target, advice: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
+    """After a canary rollback (when the plan says so): drop what this run built and kept, too."""
+    everything = decision | {"indexes": [d | {"keep": False} for d in decision.get("indexes", []) if d["keep"]]}
+    return revert_indexes(plan, target, advice, everything, dry_run=False)
+
+
 def drop_unused(plan: Plan, target: Target, advice: dict[str, Any], dry_run: bool) -> list[dict[str, Any]]:
     """Drop the existing indexes the advisor reports unused or redundant — only if the plan allows it.
 

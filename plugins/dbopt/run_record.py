@@ -17,7 +17,8 @@ TARGET_TASKS = ("extract", "advise", "backup", "bench_before", "create_index", "
                 "revert_indexes", "drop_unused")  # fmt: skip
 RUN_TASKS = ("health_check",)
 CANARY_TASKS = {"deploy_canary": "deploy", "shift_traffic": "shift_traffic", "monitor_canary": "monitor",
-                "promote": "promote", "rollback": "rollback"}  # fmt: skip
+                "promote": "promote", "rollback": "rollback",
+                "revert_indexes_after_rollback": "revert_indexes_after_rollback"}  # fmt: skip
 
 
 def _pull(ti: Any, task_id: str, mapped: bool) -> Any:

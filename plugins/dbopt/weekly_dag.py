@@ -199,7 +199,6 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
         branch = keep_or_revert(decision)
         branch >> [revert_indexes(advice["preexisting"], decision), keep] >> done
         if plan.indexes.allow_drops:
-
             # after keep/revert, so the new indexes' verdicts are not confounded by the drops
             @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
             def drop_unused(advice_: dict[str, Any]) -> list[dict[str, Any]]:
@@ -271,7 +270,28 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
         decided = promote_or_rollback(monitor.output)
         deploy >> shift >> monitor >> decided >> [promote, rollback]
         [shift, monitor] >> rollback
-    return tg, (promote, rollback)
+        ends = [promote, rollback]
+        if m.revert_indexes_on_rollback:
+
+            @task
+            def revert_indexes_after_rollback() -> dict[str, list[dict[str, Any]]]:
+                """The rollback undoes this run's index changes as well (plan: monitor.revert_indexes_on_rollback)."""
+                ti = get_current_context()["ti"]
+                reverted = {}
+                for t in plan.targets:
+                    decision = ti.xcom_pull(task_ids=f"{t.name}.judge")
+                    preexisting = ti.xcom_pull(task_ids=f"{t.name}.advise", key="preexisting")
+                    if not decision:
+                        continue
+                    with opened_target(t.conn_id) as target:
+                        advice = {"preexisting": preexisting or []}
+                        reverted[t.name] = pipeline.revert_kept(plan, target, advice, decision)
+                return reverted
+
+            reverted = revert_indexes_after_rollback()
+            rollback >> reverted
+            ends.append(reverted)
+    return tg, tuple(ends)
 
 
 def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
