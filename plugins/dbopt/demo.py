@@ -5,7 +5,8 @@
 2. runs ``airflow dags test dbopt_demo`` with the connection ``dbopt_demo`` pointing at that file;
 3. prints what the run did and the path of its report.
 
-Environment: DBOPT_DEMO_SCALE (default 0.5: ~100k worklogs), DBOPT_DEMO_STATEMENTS (default 600).
+Environment: DBOPT_DEMO_SCALE (default 0.5: ~100k worklogs), DBOPT_DEMO_STATEMENTS (default 600),
+DBOPT_DEMO_DIR (default var/demo), DBOPT_REPORTS_DIR (default reports/).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_DIR = ROOT / "var" / "demo"
-REPORTS_DIR = ROOT / "reports"
+DEMO_DIR = Path(os.environ.get("DBOPT_DEMO_DIR") or ROOT / "var" / "demo")
+REPORTS_DIR = Path(os.environ.get("DBOPT_REPORTS_DIR") or ROOT / "reports")
 DAG_ID = "dbopt_demo"
 
 
