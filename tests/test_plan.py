@@ -92,3 +92,20 @@ def test_id_must_match_file_name(tmp_path):
     (tmp_path / "week18.yaml").write_text(WEEK17)
     with pytest.raises(PlanError, match="must equal the file name"):
         load_plan(tmp_path / "week18.yaml")
+
+
+def test_dag_file_shows_a_bad_plan_as_its_own_dag_and_keeps_the_others(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "week17.yaml").write_text(WEEK17)
+    (tmp_path / "broken.yaml").write_text(
+        WEEK17.replace("id: week17", "id: broken").replace("dialect: mysql", "dialect: db2")
+    )
+    monkeypatch.setenv("DBOPT_PLANS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(PLANS.parents[1] / "dags" / "dbopt_weekly.py"))
+    assert bag.import_errors == {}
+    assert {"dbopt_week17", "dbopt_broken"} <= set(bag.dags)
+    broken = bag.dags["dbopt_broken"]
+    assert "invalid-plan" in broken.tags and "targets.0.dialect" in broken.doc_md
+    assert [t.task_id for t in broken.tasks] == ["plan_error"]
+    assert len(bag.dags["dbopt_week17"].tasks) > 10
