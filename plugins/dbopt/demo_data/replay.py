@@ -25,7 +25,7 @@ from dbopt.demo_data.sizes import FAMILY_OF_DIALECT, sizes
 from dbopt.demo_data.workload import Query, Workload, load_workload
 from dbopt.targets import dialect_of
 from dbopt.targets.base import Data
-from dbopt.targets.querylog import QueryLog, timed_execute
+from dbopt.targets.querylog import QueryLog, query_log_of, timed_execute
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,8 @@ class ReplayStats(Data):
 
 
 def query_log_path(url: str | URL) -> Path:
-    """The query log of a SQLite URL: ``?query_log=`` or ``<database path>.queries.jsonl`` (as the SQLite target)."""
-    log = make_url(url).query.get("query_log")
-    return Path(log) if isinstance(log, str) and log else Path(f"{sqlite_path(url)}.queries.jsonl")
+    """The query log of a SQLite URL, by the SQLite target's own rule."""
+    return query_log_of(sqlite_path(url), make_url(url).query)
 
 
 def _workload(workload: Workload | str | Path | None) -> Workload:

@@ -15,7 +15,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,6 +267,14 @@ def scan_query_log(path: str | Path) -> QueryLogScan:
         totals.setdefault(normalize(sql), _Totals()).add(sql, ms, rows)
     scan.statements = [t.statement(query) for query, t in totals.items()]
     return scan
+
+
+def query_log_of(database: Path, query: Mapping[str, Any]) -> Path:
+    """The query log of a SQLite database: the URL's ``?query_log=`` or ``<database path>.queries.jsonl``."""
+    log = query.get("query_log")
+    if log is not None and not isinstance(log, str):
+        raise TargetError(f"URL parameter query_log given more than once for {database}; give one path")
+    return Path(log) if log else Path(f"{database}.queries.jsonl")
 
 
 def read_query_log(path: str | Path, flt: WorkloadFilter | None = None) -> list[Statement]:

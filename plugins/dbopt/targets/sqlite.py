@@ -39,7 +39,7 @@ from dbopt.targets.base import (
     timestamp,
 )
 from dbopt.targets.common import mark_redundant, sampled_column_stats, with_retries
-from dbopt.targets.querylog import placeholder_count, read_query_log, rotate_query_log
+from dbopt.targets.querylog import placeholder_count, query_log_of, read_query_log, rotate_query_log
 from dbopt.targets.sqlite_parse import QueryNames, index_shape, parse_plan, query_names
 from dbopt.targets.sqlite_whatif import StatSampler, planner_copy
 
@@ -60,10 +60,7 @@ class SQLiteTarget(Target):
         if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
             raise TargetError(f"SQLite target needs a database file URL like sqlite:////abs/path/app.db, got {url}")
         self.path = Path(url.database)
-        log = url.query.get("query_log")
-        if log is not None and not isinstance(log, str):
-            raise TargetError(f"URL parameter query_log given more than once in {url}; give one path")
-        self.log_path = Path(log) if log else Path(f"{self.path}.queries.jsonl")
+        self.log_path = query_log_of(self.path, url.query)
         self.sample_rows = sample_rows
         try:
             # the path only: SQLAlchemy URL parameters mean nothing to sqlite3
