@@ -166,3 +166,13 @@ def test_mariadb_finds_the_missing_composite_index(mysql_target: Target) -> None
     assert_composite_and_no_trap(advise(mysql_target, list(work.values())), work, "heuristic")
     mysql_target.execute("CREATE INDEX orders_cust_status ON orders (customer_id, status)")
     assert keys(advise(mysql_target, list(work.values()))) == []
+
+
+def test_postgres_a_wider_index_must_be_clearly_cheaper_to_be_preferred(pg_target: Target) -> None:
+    # 15 rows per customer: sorting them costs next to nothing, so (customer_id, created_at DESC)
+    # would be bigger for no gain; with LIMIT the sort key pays (see the DESC test above).
+    query = "SELECT * FROM orders WHERE customer_id = $1 ORDER BY created_at DESC"
+    single = pg_target.whatif(query, [IndexSpec("orders", ("customer_id",))])
+    sorted_ = pg_target.whatif(query, [IndexSpec("orders", ("customer_id", "created_at"), descending=(False, True))])
+    assert single and sorted_ and sorted_.total_cost > single.total_cost * 0.8  # type: ignore[operator]
+    assert keys(advise(pg_target, [stmt(query)])) == [("customer_id",)]

@@ -103,5 +103,9 @@ def test_shortlist_keeps_each_statements_cheapest_candidates_and_drops_what_help
     narrow = IndexSpec("events", ("account",))
     composite = IndexSpec("events", ("account", "kind", "created"), descending=(False, False, True))
     kind_only = IndexSpec("events", ("kind",))
-    kept = shortlist(items, {0: [narrow, composite], 1: [kind_only]}, Coster(events, stats, []), 1, 0.2)
-    assert kept == {0: [composite]}
+    coster = Coster(events, stats, [])
+    kept = shortlist(items, {0: [narrow, composite], 1: [kind_only]}, coster, 1, 0.2, lambda s: 1)
+    assert kept == {0: [composite]}  # the cheapest, and (sizes being equal) the most cost cut per byte
+    # a smaller index that cuts most of the cost joins as the compact choice
+    kept = shortlist(items, {0: [narrow, composite]}, coster, 1, 0.2, lambda s: len(s.columns))
+    assert kept == {0: [composite, narrow]}

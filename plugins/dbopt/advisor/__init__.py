@@ -5,8 +5,10 @@
         print(rec.ddl, rec.reason)
 
 Pipeline: ``parse`` (sqlglot, per-table usage) → ``candidates`` (equality → range → sort, traps
-refused) → ``cost`` (HypoPG / SQLite what-if plan / heuristic) → ``select`` (greedy benefit per
-byte under a budget, marginal re-costing, write penalty). Plain data in and out; no Airflow.
+refused) → ``cost`` (HypoPG / SQLite what-if plan / heuristic) → ``shortlist`` (each statement's
+cheapest and most-per-byte candidates, costed alone) → ``select`` (greedy benefit per byte under a
+budget, marginal re-costing, picks replaced by wider ones, write penalty). Plain data in and out;
+no Airflow.
 """
 
 from dbopt.advisor.advise import advise

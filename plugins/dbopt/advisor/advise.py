@@ -14,7 +14,8 @@ from dbopt.advisor.drops import drop_candidates
 from dbopt.advisor.model import Advice, QueryEstimate, Recommendation, SkippedStatement, short
 from dbopt.advisor.parse import ParseFailure, analyse, parse_sql, table_names
 from dbopt.advisor.policy import AdvisorPolicy
-from dbopt.advisor.select import Pick, Selection, WorkItem, select, serves
+from dbopt.advisor.select import Pick, Selection, WorkItem, estimated_size, select, serves
+from dbopt.advisor.shortlist import shortlist
 from dbopt.targets.base import Dialect, IndexInfo, IndexSpec, Statement, TableStats, Target, TargetError
 from dbopt.targets.common import covers
 
@@ -64,12 +65,22 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                 else:
                     items.append(WorkItem(st, text, parsed))
         with timer("candidates_ms"):
-            candidates, rejected = _candidates(items, stats, existing, policy, target.dialect)
+            generated, rejected = _candidates(items, stats, existing, policy, target.dialect)
         coster = Coster(target, stats, existing)
         with timer("cost_ms"):
-            items = _plannable(items, candidates, coster, skip)
+            kept = _plannable(items, [c for specs in generated.values() for c in specs], coster, skip)
+            generated = {new: generated[old] for new, old in enumerate(kept) if old in generated}
+            items = [items[i] for i in kept]
+            kept = shortlist(
+                items,
+                generated,
+                coster,
+                policy.candidates_per_statement,
+                policy.min_improvement,
+                lambda spec: estimated_size(spec, stats[spec.table], target.dialect),
+            )
         with timer("select_ms"):
-            selection = select(items, candidates, coster, stats, policy)
+            selection = select(items, kept, coster, stats, policy)
         total_weight = sum(it.weight_ms for it in items) or 1.0
         recommendations = sorted(
             (_recommendation(p, items, selection, target, existing, total_weight) for p in selection.picks),
@@ -120,10 +131,12 @@ def _candidates(
     existing: Sequence[IndexInfo],
     policy: AdvisorPolicy,
     dialect: Dialect,
-) -> tuple[list[IndexSpec], list[Rejection]]:
-    specs: dict[IndexSpec, None] = {}
+) -> tuple[dict[int, list[IndexSpec]], list[Rejection]]:
+    """Each item's own candidates (by item index; items with none left out), and the refused ones."""
+    generated: dict[int, list[IndexSpec]] = {}
     rejected: dict[Rejection, None] = {}
-    for it in items:
+    for i, it in enumerate(items):
+        specs: dict[IndexSpec, None] = {}
         for usage in it.parsed.usages:
             if usage.table not in stats:
                 continue
@@ -131,22 +144,24 @@ def _candidates(
             found, refused = generate(usage, stats[usage.table], on_table, policy, dialect)
             specs.update(dict.fromkeys(found))
             rejected.update(dict.fromkeys(refused))
-    return list(specs), list(rejected)
+        if specs:
+            generated[i] = list(specs)
+    return generated, list(rejected)
 
 
 def _plannable(
     items: list[WorkItem], candidates: Sequence[IndexSpec], coster: Coster, skip: Callable[[Statement, str], None]
-) -> list[WorkItem]:
-    """Items whose baseline the engine can plan (only those a candidate could serve need a plan)."""
+) -> list[int]:
+    """Indexes of the items whose baseline the engine can plan (only those a candidate could serve need a plan)."""
     out = []
-    for it in items:
+    for i, it in enumerate(items):
         if any(serves(c, it.parsed) for c in candidates):
             try:
                 coster.cost(it.text, it.parsed, [])
             except TargetError as err:
                 skip(it.statement, f"cannot plan: {err}")
                 continue
-        out.append(it)
+        out.append(i)
     return out
 
 

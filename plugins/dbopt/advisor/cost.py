@@ -89,6 +89,17 @@ class Coster:
             self._memo[key] = self._cost(text, parsed, sorted(hypothetical, key=lambda s: s.name))
         return self._memo[key]
 
+    def optimistic(self, parsed: ParsedStatement, hypothetical: Sequence[IndexSpec]) -> float | None:
+        """A lower bound of ``cost`` without asking the engine, where the heuristic prices the plan.
+
+        SQLite's what-if plan only says which candidates the planner would use and the heuristic
+        prices them, so the heuristic with every candidate used is a bound; MySQL's estimate is that
+        heuristic. PostgreSQL's planner prices its own plans: None.
+        """
+        if self.target.dialect == "postgres":
+            return None
+        return heuristic_cost(parsed, self.stats, self.existing + [_Key.of(s) for s in hypothetical])
+
     def _cost(self, text: str, parsed: ParsedStatement, hypothetical: Sequence[IndexSpec]) -> Estimate:
         if self.target.dialect == "postgres":
             plan = self._plan(text, hypothetical)

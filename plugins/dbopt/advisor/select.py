@@ -5,16 +5,21 @@ benefit is the time it is expected to save: for every statement it serves,
 ``total_ms × (cost_now − cost_with_it) / cost_without_any_new_index``. After each pick the
 statements are re-costed with the picks in place, so a second index serving the same query earns
 only what it adds (marginal benefit). Lazy evaluation (CELF) keeps the number of what-if calls low:
-a candidate's benefit can only fall as picks accumulate, so a stale score is an upper bound.
+a candidate's benefit can only fall as picks accumulate, so a stale score is an upper bound; where
+the cost model gives a lower bound of a statement's cost without a plan (SQLite, MySQL), the first
+scores are such bounds too, so a candidate is planned only when it could be the next pick.
 
 A pick must also pass:
 
 * the storage budget (estimated size, see :func:`estimated_size`) and the per-table limit;
 * ``min_improvement``: the cost of the statements it serves falls by at least that share;
 * ``min_time_saved``: a new index saves at least that share of its statements' time. A pick that
-  widens an earlier one (starts with its keys, e.g. ``(a, b)`` after ``(a)``) replaces it and needs
-  only ``min_improvement`` (as Dexter's rule for a second column), so a composite index wins over a
-  single-column one when it cuts the cost of what that one serves by that much more;
+  replaces earlier ones needs only ``min_improvement`` (as Dexter's rule for a second column), so a
+  composite index wins over a narrower one when it cuts the cost of what that one serves by that
+  much more. A candidate replaces an earlier pick when it widens it (starts with its keys, e.g.
+  ``(a, b)`` after ``(a)``), or when with the candidate in place no statement's plan uses that pick
+  any more (``(a, b, c DESC)`` after ``(c)`` for ``WHERE a = ? AND b = ? ORDER BY c DESC LIMIT n``:
+  benefit per byte picks the small index first; the re-plan shows the wider one makes it dead weight);
 * a write penalty: ``write_penalty × write time of its table`` is subtracted from the benefit.
   Write time is the total time of the workload's INSERT/UPDATE/DELETE statements on the table,
   or, when the workload has none, ``TableStats.writes × ms_per_row_write``.
@@ -23,7 +28,7 @@ A pick must also pass:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dbopt.advisor.candidates import as_index_info
@@ -89,6 +94,18 @@ class Pick:
     served: list[Served] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Evaluation:
+    """Adding one candidate to the current picks: what it saves, costs, serves and replaces."""
+
+    benefit: float  # ms saved over the measured window
+    penalty: float  # ms of index maintenance added
+    served: list[Served]
+    replaced: list[IndexSpec]  # earlier picks it makes redundant (widened or no longer used)
+    added_bytes: int  # its size less the size of the picks it replaces
+    after: dict[int, Estimate]  # the statements it was costed on, as estimated with it picked
+
+
 @dataclass
 class Selection:
     picks: list[Pick]
@@ -104,11 +121,26 @@ def serves(spec: IndexSpec, parsed: ParsedStatement) -> bool:
     )
 
 
+def _relevant(items: Sequence[WorkItem], shortlisted: Mapping[int, Sequence[IndexSpec]]) -> dict[IndexSpec, list[int]]:
+    """Candidate → the statements it is costed on: those it serves whose own best candidates start
+    with its leading column (see ``dbopt.advisor.shortlist``)."""
+    leads = {i: {(s.table.lower(), s.columns[0].lower()) for s in specs} for i, specs in shortlisted.items()}
+    candidates = dict.fromkeys(s for specs in shortlisted.values() for s in specs)
+    return {
+        c: [
+            i
+            for i in sorted(leads)
+            if (c.table.lower(), c.columns[0].lower()) in leads[i] and serves(c, items[i].parsed)
+        ]
+        for c in candidates
+    }
+
+
 class _Search:
     def __init__(
         self,
         items: Sequence[WorkItem],
-        candidates: Sequence[IndexSpec],
+        shortlisted: Mapping[int, Sequence[IndexSpec]],
         coster: Coster,
         stats: dict[str, TableStats],
         policy: AdvisorPolicy,
@@ -116,33 +148,72 @@ class _Search:
         self.items = items
         self.coster = coster
         self.policy = policy
-        self.relevant = {c: [i for i, it in enumerate(items) if serves(c, it.parsed)] for c in candidates}
+        self.relevant = _relevant(items, shortlisted)
         self.chosen: list[IndexSpec] = []
         self.baseline = {i: self.estimate(i, []) for i in sorted({i for v in self.relevant.values() for i in v})}
         self.current = dict(self.baseline)
-        self.size = {c: estimated_size(c, stats[c.table], coster.target.dialect) for c in candidates}
+        self.size = {c: estimated_size(c, stats[c.table], coster.target.dialect) for c in self.relevant}
         self.write_ms = _write_ms(items, stats, policy)
 
     def estimate(self, i: int, specs: Sequence[IndexSpec]) -> Estimate:
         item = self.items[i]
         return self.coster.cost(item.text, item.parsed, [s for s in specs if serves(s, item.parsed)])
 
-    def replaced_by(self, cand: IndexSpec) -> list[IndexSpec]:
-        """Earlier picks ``cand`` makes redundant (it starts with their keys): picking it replaces them."""
+    def estimate_with(self, i: int, cand: IndexSpec, config: Sequence[IndexSpec]) -> Estimate:
+        """Statement ``i`` with ``cand`` added to the picks.
+
+        A one-table statement reads that table through one index, so it costs the cheaper of its
+        current plan and its plan with ``cand`` alone (AutoAdmin's atomic configurations): those
+        plans are memoized, so later rounds of the search need no new what-if plans. A join is
+        re-planned with the whole configuration.
+        """
+        item, now = self.items[i], self.current[i]
+        if len(item.parsed.usages) != 1:
+            return self.estimate(i, config)
+        bound = self.coster.optimistic(item.parsed, [cand])
+        if bound is not None and bound >= now.cost:
+            return now  # cannot beat the current plan: no what-if plan needed
+        alone = self.estimate(i, [cand])
+        return alone if alone.cost < now.cost else now
+
+    def first_bound(self, cand: IndexSpec) -> float:
+        """An upper bound of ``cand``'s score before any pick, from cost lower bounds without plans.
+
+        Where the engine's estimate has a lower bound (``Coster.optimistic``), the search evaluates a
+        candidate with what-if plans only once its bound reaches the top of the queue; elsewhere the
+        bound is infinite and every candidate is evaluated in the first round.
+        """
+        benefit = 0.0
+        for i in self.relevant[cand]:
+            low = self.coster.optimistic(self.items[i].parsed, [cand])
+            if low is None:
+                return float("inf")
+            base = self.baseline[i].cost
+            if base > 0 and low < base:
+                benefit += self.items[i].weight_ms * (base - low) / base
+        penalty = self.policy.write_penalty * self.write_ms.get(cand.table, 0.0)
+        return (benefit - penalty) / max(self.size[cand], 1)
+
+    def widened_by(self, cand: IndexSpec) -> list[IndexSpec]:
+        """Earlier picks ``cand`` starts with the keys of: it serves every lookup they serve."""
         info = as_index_info(cand)
         return [c for c in self.chosen if covers(info, as_index_info(c))]
 
-    def evaluate(self, cand: IndexSpec) -> tuple[float, float, list[Served]]:
-        """(benefit ms, penalty ms, statements served) of adding ``cand`` to the current picks."""
-        replaced = self.replaced_by(cand)
-        config = [c for c in self.chosen if c not in replaced] + [cand]
+    def evaluate(self, cand: IndexSpec) -> _Evaluation | None:
+        """What adding ``cand`` to the current picks does, or None when it does not earn a place."""
+        widened = self.widened_by(cand)
+        config = [c for c in self.chosen if c not in widened] + [cand]
         served, benefit, before_sum, after_sum, weight = [], 0.0, 0.0, 0.0, 0.0
+        used: set[str] = set()
+        after: dict[int, Estimate] = {}
         for i in self.relevant[cand]:
             now, base = self.current[i], self.baseline[i]
             try:
-                new = self.estimate(i, config)
+                new = self.estimate_with(i, cand, config)
             except TargetError:  # e.g. HypoPG refuses this index: it cannot be judged, so it is not picked
-                return 0.0, 0.0, []
+                return None
+            used |= new.used
+            after[i] = new
             if cand.name not in new.used or new.cost >= now.cost or base.cost <= 0:
                 continue
             served.append(Served(i, base.cost, new.cost, new.method))
@@ -150,68 +221,94 @@ class _Search:
             before_sum += now.cost
             after_sum += new.cost
             weight += self.items[i].weight_ms
-        # A new index must also save real time; widening a pick (Dexter's second-column rule) only
+        if not served:
+            return None
+        replaced = widened + self._superseded(cand, config, used)
+        # A new index must also save real time; replacing a pick (Dexter's second-column rule) only
         # has to cut the cost of its statements further by min_improvement.
-        if (
-            not served
-            or (before_sum - after_sum) / before_sum < self.policy.min_improvement
-            or (not replaced and benefit < self.policy.min_time_saved * weight)
+        if (before_sum - after_sum) / before_sum < self.policy.min_improvement or (
+            not replaced and benefit < self.policy.min_time_saved * weight
         ):
-            return 0.0, 0.0, []
-        # widening an earlier pick adds no index to maintain
+            return None
+        # replacing a pick adds no index to maintain
         penalty = 0.0 if replaced else self.policy.write_penalty * self.write_ms.get(cand.table, 0.0)
-        return benefit, penalty, served
+        added = self.size[cand] - sum(self.size[c] for c in replaced)
+        return _Evaluation(benefit, penalty, served, replaced, added, after)
 
-    def added_bytes(self, cand: IndexSpec) -> int:
-        return self.size[cand] - sum(self.size[c] for c in self.replaced_by(cand))
+    def _superseded(self, cand: IndexSpec, config: Sequence[IndexSpec], used: set[str]) -> list[IndexSpec]:
+        """Picks on ``cand``'s table that no plan uses once ``cand`` is there.
 
-    def allowed(self, cand: IndexSpec, used_bytes: int) -> bool:
-        if cand in self.chosen or used_bytes + self.added_bytes(cand) > self.policy.storage_budget_bytes:
+        Only statements ``cand`` serves are re-planned (``used`` holds the indexes their new plans
+        use); a pick some other statement uses stays.
+        """
+        mine = set(self.relevant[cand])
+        return [
+            c
+            for c in config
+            if c != cand
+            and c.table == cand.table
+            and c.name not in used
+            and all(i in mine for i, est in self.current.items() if c.name in est.used)
+        ]
+
+    def fits(self, cand: IndexSpec, ev: _Evaluation, used_bytes: int) -> bool:
+        """Within the storage budget and the per-table limit, counting the picks it replaces."""
+        if used_bytes + ev.added_bytes > self.policy.storage_budget_bytes:
             return False
-        on_table = sum(1 for c in self.chosen if c.table == cand.table) - len(self.replaced_by(cand))
-        if on_table >= self.policy.max_indexes_per_table:
-            return False
+        on_table = sum(1 for c in self.chosen if c.table == cand.table and c not in ev.replaced)
+        return on_table < self.policy.max_indexes_per_table
+
+    def eligible(self, cand: IndexSpec) -> bool:
+        """Not picked already, and not a left prefix of a pick (that would be a redundant index)."""
         info = as_index_info(cand)
-        return not any(covers(as_index_info(c), info) for c in self.chosen)
+        return cand not in self.chosen and not any(covers(as_index_info(c), info) for c in self.chosen)
 
     def run(self) -> list[Pick]:
         picks: dict[IndexSpec, Pick] = {}
         # heap of (-score upper bound, tiebreak, candidate, round evaluated)
-        heap = [(-float("inf"), c.name, c, -1) for c in self.relevant if self.relevant[c]]
+        heap = [
+            (-bound, c.name, c, -1) for c in self.relevant if self.relevant[c] and (bound := self.first_bound(c)) > 0
+        ]
         heapq.heapify(heap)
         rnd, used_bytes = 0, 0
         while heap and len(picks) < self.policy.max_recommendations:
             _neg, name, cand, seen = heapq.heappop(heap)
-            if not self.allowed(cand, used_bytes):
+            if not self.eligible(cand):
                 continue
-            benefit, penalty, served = self.evaluate(cand)
+            ev = self.evaluate(cand)
+            if ev is None or ev.benefit <= ev.penalty or not self.fits(cand, ev, used_bytes):
+                continue
             if seen != rnd:  # stale score: re-queue with the current one
-                if benefit > penalty:
-                    heapq.heappush(heap, (-(benefit - penalty) / max(self.added_bytes(cand), 1), name, cand, rnd))
+                heapq.heappush(heap, (-(ev.benefit - ev.penalty) / max(ev.added_bytes, 1), name, cand, rnd))
                 continue
-            used_bytes += self.added_bytes(cand)
-            for old in self.replaced_by(cand):
+            used_bytes += ev.added_bytes
+            benefit, penalty = ev.benefit, ev.penalty
+            for old in ev.replaced:
                 self.chosen.remove(old)
                 earlier = picks.pop(old)
                 benefit += earlier.benefit_ms
                 penalty += earlier.penalty_ms
-            picks[cand] = Pick(cand, self.size[cand], benefit, penalty, served)
+            picks[cand] = Pick(cand, self.size[cand], benefit, penalty, ev.served)
             self.chosen.append(cand)
-            for i in self.current:
-                self.current[i] = self.estimate(i, self.chosen)
+            # the picked candidate's own estimates stand for its statements until the final re-plan
+            self.current.update(ev.after)
             rnd += 1
+        # every statement re-planned once with all picks in place: what the advice reports
+        for i in self.current:
+            self.current[i] = self.estimate(i, self.chosen)
         return [picks[c] for c in self.chosen]
 
 
 def select(
     items: Sequence[WorkItem],
-    candidates: Sequence[IndexSpec],
+    shortlisted: Mapping[int, Sequence[IndexSpec]],
     coster: Coster,
     stats: dict[str, TableStats],
     policy: AdvisorPolicy,
 ) -> Selection:
-    """Greedy workload-wide choice; ``final`` holds each statement's estimate with all picks in place."""
-    search = _Search(items, candidates, coster, stats, policy)
+    """Greedy workload-wide choice among the shortlisted candidates (item index → its own best ones);
+    ``final`` holds each statement's estimate with all picks in place."""
+    search = _Search(items, shortlisted, coster, stats, policy)
     picks = search.run()
     for pick in picks:
         pick.served = [
