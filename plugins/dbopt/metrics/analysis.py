@@ -62,14 +62,7 @@ class AnalysisPlan(Data):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AnalysisPlan:
-        if not isinstance(data, Mapping):
-            raise ValueError(f"analysis plan: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"analysis plan: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        if "rules" not in data:
-            raise ValueError("analysis plan: missing 'rules'")
+        cls.check_fields(data, "analysis plan", required=("rules",))
         return cls(**data)
 
 

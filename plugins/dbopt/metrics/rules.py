@@ -100,15 +100,7 @@ class Rule(Data):
         """A rule from plain data; the error names ``where`` and the offending field."""
         if isinstance(data, Rule):
             return data
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{where}: expected a mapping with metric/op/threshold, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        missing = [k for k in ("metric", "op", "threshold") if k not in data]
-        if missing:
-            raise ValueError(f"{where}: missing required field(s) {missing}")
+        cls.check_fields(data, where, required=("metric", "op", "threshold"))
         try:
             return cls(**data)
         except ValueError as err:

@@ -11,7 +11,7 @@ import hashlib
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -33,6 +33,17 @@ class Data:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def check_fields(cls, data: Any, where: str, required: tuple[str, ...] = ()) -> None:
+        """Refuse data that is not a mapping, names unknown fields or lacks required ones (``where`` says whose)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if unknown := sorted(set(data) - known):
+            raise ValueError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        if missing := [k for k in required if k not in data]:
+            raise ValueError(f"{where}: missing required field(s) {missing}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):  # type: ignore[no-untyped-def]
