@@ -1,14 +1,15 @@
 """Build the weekly optimization DAG of one plan (Airflow layer over ``dbopt.pipeline``).
 
-Shape (per target a task group; deploy/monitor only when the plan deploys):
-
-    health_check → go_no_go ─NO-GO─────────────────────────────────────────────┐
-                      └─GO→ [target] backup → extract → advise → bench_before  │
-                              → to_build → create_index[mapped] → verify → bench_after    │
-                              → judge → keep_or_revert ─→ revert_indexes ─┐    │
-                                                     └─→ keep_indexes ────┴→ canary_gate
-                              → deploy_canary → monitor_canary → promote_or_rollback
-                              → promote | rollback ──────────────────────────→ report (always runs)
+    health_check → go_no_go ──NO-GO───────────────────────────────────────────────────┐
+        └─GO→ per target (task group):                                              │
+              extract → advise → [cloud_sql_backup] → backup → bench_before         │
+              → to_build → create_index[mapped] → verify → bench_after → judge       │
+              → keep_or_revert → revert_indexes | keep_indexes → done [→ drop_unused] │
+        → canary_gate → per Cloud Run service (task group, only when the plan deploys): │
+              deploy → shift_traffic → monitor → promote_or_rollback                 │
+              → promote | rollback [→ revert_indexes_after_rollback]                 │
+        → report (always runs) ←─────────────────────────────────────────────────────┘
+    failed_run_watcher fails the run when any task failed (the report itself always succeeds).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def _doc(plan: Plan, source: Path) -> str:
 
 
 def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any, Any]:
-    """The per-target chain; returns (first task, last task)."""
+    """One target's chain, as a task group; returns the group and its last task."""
     group = spec.name
 
     with TaskGroup(group_id=group) as tg:
