@@ -8,24 +8,10 @@ from __future__ import annotations
 
 import re
 
-from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
-_MYSQL = Dialect.get_or_raise("mysql")
-
-_LITERALS = {
-    TokenType.NUMBER,
-    TokenType.STRING,
-    TokenType.HEX_STRING,
-    TokenType.BIT_STRING,
-    TokenType.NATIONAL_STRING,
-    TokenType.BYTE_STRING,
-    TokenType.RAW_STRING,
-    TokenType.PLACEHOLDER,
-}
-_IN_LIST = re.compile(r"\bIN\s*\(\s*\?(?:\s*,\s*\?)*\s*\)", re.IGNORECASE)
-_VALUES_ROWS = re.compile(r"\bVALUES\s*(\([?,\s]*\))(?:\s*,\s*\([?,\s]*\))+", re.IGNORECASE)
+from dbopt.targets import sqltext
 
 # Leading noise before the first keyword: whitespace, comments, opening parentheses.
 _LEADING = re.compile(r"^(?:\s+|/\*.*?\*/|--[^\n]*(?:\n|$)|#[^\n]*(?:\n|$)|\()+", re.DOTALL)
@@ -42,33 +28,8 @@ def is_workload_sql(text: str) -> bool:
 
 
 def normalize(sql: str) -> str:
-    """Literals → ``?``, IN lists and multi-row VALUES collapse to one, comments and extra spaces go.
-
-    Identifiers keep their original quoting. Text the tokenizer cannot read (a truncated statement)
-    only has its whitespace collapsed, so it still groups with identical occurrences.
-    """
-    try:
-        tokens = _MYSQL.tokenize(sql)
-    except TokenError:
-        return " ".join(sql.split())
-    out: list[str] = []
-    prev_end = -1
-    skip_introducer = False
-    for i, tok in enumerate(tokens):
-        gap = bool(out) and tok.start > prev_end + 1
-        prev_end = tok.end
-        if skip_introducer:  # the string after _utf8mb4 was already emitted as "?"
-            skip_introducer = False
-            continue
-        if tok.token_type in _LITERALS:
-            text = "?"
-        elif tok.token_type is TokenType.INTRODUCER and i + 1 < len(tokens) and tokens[i + 1].token_type in _LITERALS:
-            text, skip_introducer = "?", True
-        else:
-            text = sql[tok.start : tok.end + 1]
-        out.append(" " + text if gap else text)
-    joined = "".join(out)
-    return _VALUES_ROWS.sub(r"VALUES \1", _IN_LIST.sub("IN (?)", joined))
+    """MySQL statement text with its literals folded to ``?`` (``dbopt.targets.sqltext``)."""
+    return sqltext.normalize(sql, "mysql")
 
 
 def bind_placeholders(query: str) -> str:
@@ -80,7 +41,7 @@ def bind_placeholders(query: str) -> str:
     explain the statement's concrete example where one exists.
     """
     try:
-        tokens = _MYSQL.tokenize(query)
+        tokens = sqltext.tokenize(query, "mysql")
     except TokenError:
         return query
     pieces: list[str] = []

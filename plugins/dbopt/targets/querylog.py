@@ -21,41 +21,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlglot.dialects.dialect import Dialect
-from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
+from dbopt.targets import sqltext
 from dbopt.targets.base import TOOL_MARKER, Statement, TargetError, WorkloadFilter, timestamp
 
 logger = logging.getLogger(__name__)
 
-_SQLITE = Dialect.get_or_raise("sqlite")
-_LITERALS = {TokenType.NUMBER, TokenType.STRING, TokenType.HEX_STRING, TokenType.BIT_STRING, TokenType.BYTE_STRING}
-# After these a "-" is a sign, not a subtraction: "a = -5" and "a = 5" are the same statement.
-_SIGN_CONTEXT = {
-    TokenType.EQ,
-    TokenType.NEQ,
-    TokenType.LT,
-    TokenType.LTE,
-    TokenType.GT,
-    TokenType.GTE,
-    TokenType.L_PAREN,
-    TokenType.COMMA,
-    TokenType.AND,
-    TokenType.OR,
-    TokenType.NOT,
-    TokenType.BETWEEN,
-    TokenType.IN,
-    TokenType.SELECT,
-    TokenType.WHERE,
-    TokenType.LIMIT,
-    TokenType.OFFSET,
-}
-
 
 def tokens(sql: str) -> list[Token]:
     """SQLite tokens of ``sql`` (raises sqlglot's TokenError on text it cannot tokenize)."""
-    return _SQLITE.tokenize(sql)
+    return sqltext.tokenize(sql, "sqlite")
 
 
 def placeholder_count(sql: str) -> int:
@@ -64,48 +40,8 @@ def placeholder_count(sql: str) -> int:
 
 
 def normalize(sql: str) -> str:
-    """Statement text with literals replaced by ``?``, IN lists collapsed, comments and layout folded.
-
-    Text the tokenizer rejects is returned with its whitespace folded, so no logged statement is lost.
-    """
-    try:
-        toks = tokens(sql)
-    except TokenError:
-        return " ".join(sql.split())
-    parts: list[str] = []  # normalized token texts
-    value: list[bool] = []  # parts[i] is a literal/placeholder (for IN-list collapsing)
-    for i, tok in enumerate(toks):
-        text = sql[tok.start : tok.end + 1]
-        gap = i > 0 and tok.start > toks[i - 1].end + 1
-        if tok.token_type in _LITERALS:
-            if i > 0 and toks[i - 1].token_type == TokenType.PLACEHOLDER and not gap:
-                parts[-1] += text  # "?3": a numbered placeholder, not a literal
-            elif i > 1 and toks[i - 1].token_type == TokenType.DASH and toks[i - 2].token_type in _SIGN_CONTEXT:
-                parts[-1], value[-1] = parts[-1].replace("-", "?"), True
-            else:
-                parts.append(" ?" if gap else "?")
-                value.append(True)
-        else:
-            parts.append(" " + text if gap else text)
-            value.append(tok.token_type == TokenType.PLACEHOLDER)
-        if tok.token_type == TokenType.R_PAREN:
-            _collapse_in_list(parts, value)
-    return "".join(parts).strip()
-
-
-def _collapse_in_list(parts: list[str], value: list[bool]) -> None:
-    """Turn a just-closed ``IN (?, ?, ?)`` into ``IN (?)`` so list length does not split statements."""
-    i = len(parts) - 2  # before ")"
-    n_values = 0
-    while i >= 0 and value[i]:
-        n_values += 1
-        if i == 0 or parts[i - 1].strip() != ",":
-            break
-        i -= 2
-    opening = i - 1
-    if n_values < 2 or opening < 1 or parts[opening].strip() != "(" or parts[opening - 1].strip().upper() != "IN":
-        return
-    del parts[opening + 2 : -1], value[opening + 2 : -1]
+    """SQLite statement text with its literals folded to ``?`` (``dbopt.targets.sqltext``)."""
+    return sqltext.normalize(sql, "sqlite")
 
 
 def sql_literal(value: Any) -> str:
