@@ -109,3 +109,22 @@ def test_dag_file_shows_a_bad_plan_as_its_own_dag_and_keeps_the_others(tmp_path,
     assert "invalid-plan" in broken.tags and "targets.0.dialect" in broken.doc_md
     assert [t.task_id for t in broken.tasks] == ["plan_error"]
     assert len(bag.dags["dbopt_week17"].tasks) > 10
+
+
+def test_monitor_rules_need_a_metrics_source():
+    text = WEEK17.replace("  metrics_conn_id: prometheus_default\n  rules:", "  rules:")
+    (msg,) = problems(text)
+    assert "monitor" in msg and "metrics_conn_id" in msg
+
+
+def test_canary_reads_cloud_monitoring_when_the_plan_says_so():
+    from dbopt.weekly_dag import build_dag
+
+    text = WEEK17.replace(
+        "  metrics_conn_id: prometheus_default\n  rules:", "  metrics_source: cloud_monitoring\n  rules:"
+    )
+    dag = build_dag(parse_plan(text, "week17.yaml"), PLANS / "week17.yaml", Path("/tmp/reports"))
+    sensor = dag.get_task("canary_ion_api_us_central1.monitor")
+    metrics = sensor.sources["metrics"]
+    assert metrics["kind"] == "cloud_monitoring" and metrics["service"] == "ion-api"
+    assert metrics["project"] == "ion-mentoring" and "new_revision" in metrics["scopes"]["canary"]

@@ -238,7 +238,13 @@ class RuleSpec(Strict):
 class MonitorSpec(Strict):
     duration_s: float = Field(1800, gt=0)
     interval_s: float = Field(60, gt=0)
-    metrics_conn_id: str | None = Field(None, description="Prometheus connection id")
+    metrics_source: Literal["prometheus", "cloud_monitoring"] = Field(
+        "prometheus", description="where canary/baseline/service figures come from"
+    )
+    metrics_conn_id: str | None = Field(None, description="Prometheus connection id (metrics_source: prometheus)")
+    monitoring_endpoint: str | None = Field(
+        None, description="Cloud Monitoring API endpoint override (a local stand-in); default: Google's"
+    )
     warmup_s: float = Field(0, ge=0, description="no verdicts before the canary has run this long")
     rules: list[RuleSpec] = Field(default_factory=list)
     required_passes: int = Field(3, ge=1, description="passing checks in a row that promote")
@@ -253,6 +259,9 @@ class MonitorSpec(Strict):
     def _interval(self) -> MonitorSpec:
         if self.interval_s > self.duration_s or self.warmup_s >= self.duration_s:
             raise ValueError("interval_s must not exceed duration_s, and warmup_s must be shorter than it")
+        service_rules = [r.metric for r in self.rules if r.scope != "database"]
+        if service_rules and self.metrics_source == "prometheus" and not self.metrics_conn_id:
+            raise ValueError(f"rules on {service_rules} need 'metrics_conn_id' (a Prometheus connection)")
         return self
 
     def analysis_plan(self) -> dict[str, Any]:

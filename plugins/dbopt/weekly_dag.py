@@ -1,15 +1,15 @@
 """Build the weekly optimization DAG of one plan (Airflow layer over ``dbopt.pipeline``).
 
-    health_check → go_no_go ──NO-GO───────────────────────────────────────────────────┐
-        └─GO→ per target (task group):                                              │
-              extract → advise → [cloud_sql_backup] → backup → bench_before         │
-              → to_build → create_index[mapped] → verify → bench_after → judge       │
-              → keep_or_revert → revert_indexes | keep_indexes → done [→ drop_unused] │
-        → canary_gate → per Cloud Run service (task group, only when the plan deploys): │
-              deploy → shift_traffic → monitor → promote_or_rollback                 │
-              → promote | rollback [→ revert_indexes_after_rollback]                 │
-        → report (always runs) ←─────────────────────────────────────────────────────┘
-    failed_run_watcher fails the run when any task failed (the report itself always succeeds).
+health_check → go_no_go ──NO-GO───────────────────────────────────────────────────┐
+    └─GO→ per target (task group):                                              │
+          extract → advise → [cloud_sql_backup] → backup → bench_before         │
+          → to_build → create_index[mapped] → verify → bench_after → judge       │
+          → keep_or_revert → revert_indexes | keep_indexes → done [→ drop_unused] │
+    → canary_gate → per Cloud Run service (task group, only when the plan deploys): │
+          deploy → shift_traffic → monitor → promote_or_rollback                 │
+          → promote | rollback [→ revert_indexes_after_rollback]                 │
+    → report (always runs) ←─────────────────────────────────────────────────────┘
+failed_run_watcher fails the run when any task failed (the report itself always succeeds).
 """
 
 from __future__ import annotations
@@ -238,7 +238,19 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
         sources: dict[str, Any] = {
             "database": {"kind": "database", "long_transaction_s": plan.health_gate.long_transaction_s}
         }
-        if m.metrics_conn_id:
+        if m.metrics_source == "cloud_monitoring":
+            sources["metrics"] = {
+                "kind": "cloud_monitoring",
+                "project": d.project,
+                "service": service.name,
+                "scopes": {
+                    "canary": f"{{{{ {revision}['new_revision'] }}}}",
+                    "baseline": f"{{{{ {revision}['previous_revision'] }}}}",
+                    "service": None,
+                },
+                **({"endpoint": m.monitoring_endpoint} if m.monitoring_endpoint else {}),
+            }
+        elif m.metrics_conn_id:
             c = f"conn['{m.metrics_conn_id}']"
             sources["metrics"] = {
                 "kind": "prometheus",
