@@ -43,7 +43,7 @@ from dbopt.bench import BenchResult, compare
 from dbopt.demo_data import generate, replay
 from dbopt.plan import Plan
 from dbopt.targets import open_target
-from dbopt.targets.base import IndexSpec, Statement, Target
+from dbopt.targets.base import IndexSpec, Target
 from dbopt.targets.common import mark_redundant
 
 RESULTS = ROOT / "var" / "bench" / "last.json"
@@ -98,7 +98,7 @@ def dbopt_advice(target: Target) -> tuple[Plan, dict[str, Any]]:
     """The DAG's extraction and advisor on the replayed workload (nothing is built here)."""
     plan = bench_plan(target.dialect)
     started = time.perf_counter()
-    statements = [Statement.from_dict(s) for s in pipeline.extract_workload(plan, target)]
+    statements = list(pipeline.extract_workload(plan, plan.targets[0], target).statements)
     advice = advise(target, statements, bench_policy(plan))
     elapsed = time.perf_counter() - started
     say(f"dbopt advice ({len(statements)} workload statements, {elapsed:.2f} s): {len(advice.specs)} indexes")
@@ -135,8 +135,8 @@ def advice_time(target: Target) -> dict[str, Any]:
 
 def build(plan: Plan, target: Target, specs: list[dict[str, Any]]) -> None:
     """Create the indexes the way the DAG does (``pipeline.create_index``: online, idempotent)."""
-    results = [pipeline.create_index(plan, target, s, dry_run=False) for s in specs]
-    if failed := [r for r in results if r["status"] == "failed"]:
+    results = [pipeline.create_index(plan, target, IndexSpec.from_dict(s), dry_run=False) for s in specs]
+    if failed := [r for r in results if r.status == "failed"]:
         raise RuntimeError(f"index build failed: {failed}")
 
 

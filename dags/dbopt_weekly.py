@@ -22,7 +22,8 @@ only = wanted.removeprefix("dbopt_") if wanted and wanted.startswith("dbopt_") e
 for path, plan in iter_plans(only_id=only):
     if wanted and only is None:
         break  # a worker running another file's DAG
-    if isinstance(plan, PlanError):
-        build_broken_dag(path, plan)
-    else:
-        build_dag(plan, path, REPORTS_DIR)
+    try:
+        dag = build_broken_dag(path, plan) if isinstance(plan, PlanError) else build_dag(plan, path, REPORTS_DIR)
+    except Exception as err:
+        dag = build_broken_dag(path, err)
+    globals()[dag.dag_id] = dag  # the DAGs are published here, whole (built with auto_register=False)

@@ -1,8 +1,9 @@
 """Run records for the history and report tests (shaped like ``dbopt.run_record.collect``'s output).
 
-``measured_record`` runs the weekly chain on a real SQLite file with the pipeline functions the DAG
-tasks call: an application workload logged to the query log, extraction, the advisor, benchmarks
-before/after, online index builds, EXPLAIN verification, the statistical judgement and the revert.
+``measured_record`` runs the declared target steps (``dbopt.steps.run_target``, what the DAG's tasks
+and ``dbopt apply`` run) on a real SQLite file: an application workload logged to the query log,
+extraction, the advisor, the backup, benchmarks before/after, online index builds, EXPLAIN
+verification, the statistical judgement and the revert; ``dry_run=True`` runs them as a dry run.
 The health gate and the canary have no SQLite source: their parts are built from the metrics
 package's own result types, in the shape the DAG returns.
 """
@@ -15,7 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from dbopt import pipeline
+from dbopt import steps
 from dbopt.metrics.health_gate import GateFigure, GateResult
 from dbopt.metrics.rules import CheckResult, RuleResult
 from dbopt.plan import Plan
@@ -84,52 +85,42 @@ def _canary() -> dict[str, Any]:
             "evidence": evidence.to_dict()}  # fmt: skip
 
 
-def measured_record(tmp_path: Path, run_id: str = "manual__2026-11-23T09:00:00+09:00") -> dict[str, Any]:
+def _canaries(**steps_: Any) -> dict[str, Any]:
+    """One service's canary part, every declared service step present (None: did not run)."""
+    canary = {s.name: None for s in steps.declared(steps.SERVICE_STEPS, PLAN)}
+    return {"api/us-central1": {"service": "api", "region": "us-central1", "target": "shop", **canary,
+                                **steps_, "skipped": {}}}  # fmt: skip
+
+
+def run_shop(tmp_path: Path, *, dry_run: bool) -> dict[str, Any]:
+    """The target part of a record: every declared step run on a fresh SQLite shop (``dbopt.steps``)."""
     db = tmp_path / "shop.db"
     _app_workload(db)
+    spec = PLAN.targets[0]
     with open_target(f"sqlite:///{db}") as target:
-        workload = pipeline.extract_workload(PLAN, target)
-        advice = pipeline.advise(PLAN, target, workload)
-        queries = pipeline.bench_queries(PLAN, workload)
-        advice["queries"] = queries  # the advise task returns them too
-        before = pipeline.benchmark(PLAN, target, queries)
-        created = [pipeline.create_index(PLAN, target, s, False) for s in advice["create"]]
-        verification = pipeline.verify_plans(target, [{"name": c["index"]} for c in created], queries)
-        verification["sizes"] = {
-            ix.name: ix.size_bytes for ix in target.indexes() if ix.name in verification["used_by"]
-        }
-        after = pipeline.benchmark(PLAN, target, queries)
-        judge = pipeline.keep_or_revert(PLAN, created, verification, before, after)
-        reverted = pipeline.revert_indexes(PLAN, target, advice, judge, False)
+        run = steps.run_target(PLAN, spec, target, dry_run=dry_run, reports_dir=tmp_path / "reports")
+    return {"dialect": "sqlite", "conn_id": "shop_sqlite", **run.record(steps.declared(steps.TARGET_STEPS, PLAN, spec))}
+
+
+def measured_record(
+    tmp_path: Path, run_id: str = "manual__2026-11-23T09:00:00+09:00", *, dry_run: bool = False
+) -> dict[str, Any]:
     return as_xcom(
         {
             "plan": PLAN.id,
             "dag_id": PLAN.dag_id,
             "run_id": run_id,
-            "params": {"dry_run": False, "skip_deploy": False},
+            "params": {"dry_run": dry_run, "skip_deploy": False},
             "started": "2026-11-23 00:00:05+00:00",
-            "tasks": {
-                "health_check": _gate(),
-                "deploy_canary": {"service": "api", "new_revision": "api-00042"},
-                "monitor_canary": _canary(),
-                "promote": {"service": "api", "traffic": [{"percent": 100}]},
-                "rollback": None,
-            },
-            "targets": {
-                "shop": {
-                    "dialect": "sqlite",
-                    "conn_id": "shop_sqlite",
-                    "extract": workload,
-                    "advise": advice,
-                    "backup": {"kind": "sqlite_file", "path": str(tmp_path / "backup.db"), "verified": True},
-                    "bench_before": before,
-                    "create_index": created,
-                    "verify": verification | {"created": created},
-                    "bench_after": after,
-                    "judge": judge,
-                    "revert_indexes": reverted,
-                },
-            },
+            "tasks": {"health_check": _gate(), "skipped": {}},
+            "targets": {"shop": run_shop(tmp_path, dry_run=dry_run)},
+            "canaries": {}
+            if dry_run
+            else _canaries(
+                deploy={"service": "api", "new_revision": "api-00042"},
+                monitor=_canary(),
+                promote={"service": "api", "traffic": [{"percent": 100}]},
+            ),
         }
     )
 
@@ -140,8 +131,8 @@ def no_go_record(run_id: str = "scheduled__2026-11-24T00:00:00+00:00") -> dict[s
     per_target = GateResult("NO-GO", "failing: p95_ms > 50", 1_767_600_000.0, (figure,)).to_dict()
     gate = {"decision": "NO-GO", "reason": "shop: failing: p95_ms > 50", "targets": {"shop": per_target}}
     return as_xcom({"plan": PLAN.id, "dag_id": PLAN.dag_id, "run_id": run_id, "params": {}, "started": "",
-                    "tasks": {"health_check": gate},
-                    "targets": {"shop": {"dialect": "sqlite", "conn_id": "shop_sqlite"}}})  # fmt: skip
+                    "tasks": {"health_check": gate, "skipped": {}},
+                    "targets": {"shop": {"dialect": "sqlite", "conn_id": "shop_sqlite", "skipped": {}}}})  # fmt: skip
 
 
 def failed_build_record(full: dict[str, Any]) -> dict[str, Any]:
@@ -151,16 +142,6 @@ def failed_build_record(full: dict[str, Any]) -> dict[str, Any]:
     shop["create_index"] = [c | {"status": "failed", "error": "database is locked"} for c in shop["create_index"]]
     for step in ("verify", "bench_after", "judge", "revert_indexes"):
         shop[step] = None
-    for step in ("deploy_canary", "monitor_canary", "promote"):
-        record["tasks"][step] = None
-    return record
-
-
-def dry_run_record(full: dict[str, Any]) -> dict[str, Any]:
-    record = copy.deepcopy(full)
-    record["params"]["dry_run"] = True
-    shop = record["targets"]["shop"]
-    shop["create_index"] = [{"action": "create", "table": c["table"], "index": c["index"], "status": "dry_run",
-                             "statement": c["statement"]} for c in shop["create_index"]]  # fmt: skip
-    shop["backup"] = {"kind": "none", "detail": "dry run: no backup taken", "verified": False}
+    shop["skipped"] = {}
+    record["canaries"] = {}
     return record

@@ -14,6 +14,8 @@ from sqlalchemy import inspect, text
 from dbopt.history import HistoryError, HistorySchemaError, HistoryStore
 from dbopt.history.migrations import MIGRATIONS, Migration, current_version, upgrade
 from dbopt.history.store import make_engine
+from dbopt.results import Workload
+from dbopt.targets.base import Statement
 from tests.run_records import no_go_record
 
 DAG, RUN = "dbopt_orders", "scheduled__2026-11-23T00:00:00+00:00"
@@ -161,10 +163,10 @@ def test_scaling_changes_are_recorded_once(store):
 def _run_with_workload(run_id: str, started: datetime, mean_ms: float) -> dict:
     record = no_go_record(run_id)
     record["started"] = started.isoformat()
-    record["targets"]["shop"]["extract"] = [
-        {"digest": "a", "query": "SELECT 1", "calls": 10, "total_ms": 10 * mean_ms, "mean_ms": mean_ms},
-        {"digest": "b", "query": "SELECT 2", "calls": 30, "total_ms": 30 * mean_ms, "mean_ms": mean_ms},
-    ]
+    record["targets"]["shop"]["extract"] = Workload(
+        "querylog",
+        (Statement("a", "SELECT 1", 10, 10 * mean_ms, mean_ms), Statement("b", "SELECT 2", 30, 30 * mean_ms, mean_ms)),
+    ).to_dict()
     return record
 
 

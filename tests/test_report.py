@@ -11,7 +11,7 @@ import pytest
 
 from dbopt.history import HistoryStore
 from dbopt.report.run import run_email, write_run_report
-from tests.run_records import dry_run_record, failed_build_record, measured_record, no_go_record
+from tests.run_records import failed_build_record, measured_record, no_go_record
 from tests.screenshots import assert_renders
 
 
@@ -72,7 +72,7 @@ def test_partial_records_render(measured, tmp_path, kind, says):
     record = {
         "no_go": lambda: no_go_record(),
         "failed": lambda: failed_build_record(measured),
-        "dry_run": lambda: dry_run_record(measured),
+        "dry_run": lambda: measured_record(tmp_path, dry_run=True),
         "bare": lambda: {"plan": "orders", "dag_id": "dbopt_orders", "run_id": "manual__x"},
     }[kind]()
     out = write_run_report(record, tmp_path / kind)

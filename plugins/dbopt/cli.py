@@ -2,8 +2,13 @@
 
 dbopt advise URL            recommendations (table or --json)
 dbopt bench URL --queries F measure queries (YAML/JSON list of {name, sql} or a .sql file)
-dbopt apply URL             extract → advise → bench → build online → verify → bench → keep or revert
+dbopt apply URL             the weekly steps (dbopt.steps) in order: health gate → extract → advise →
+                            backup → bench → build online → verify → bench → keep or revert → drop
+                            unused (plan allow_drops); the Cloud Run canary steps are Airflow-only
 dbopt validate PLAN...      check plan files
+
+Exit status: 0 done, 1 an index build or drop failed or was refused, 2 bad input or connection,
+3 the health gate said NO-GO (nothing was changed).
 """
 
 from __future__ import annotations
@@ -11,14 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dbopt import pipeline
-from dbopt.plan import Plan, PlanError, load_plan
+from dbopt import pipeline, steps
+from dbopt.plan import Plan, PlanError, TargetSpec, load_plan
 from dbopt.targets import TargetError, dialect_of, open_target
+from dbopt.targets.base import Target
+
+NO_GO = 3
+CHANGE_FAILED = 1
 
 
 def _plan_for(args: argparse.Namespace) -> Plan:
@@ -46,26 +56,41 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join([line, "  ".join("-" * widths[c] for c in columns), *body])
 
 
+def _target_spec(plan: Plan, args: argparse.Namespace) -> TargetSpec:
+    """The plan target the URL stands for: ``--target`` by name, else the first of the URL's dialect."""
+    dialect = dialect_of(args.url)
+    wanted = getattr(args, "target", None)
+    for spec in plan.targets:
+        if (spec.name == wanted) if wanted else spec.dialect == dialect:
+            if spec.dialect != dialect:
+                raise ValueError(f"--target {wanted}: the plan's target is {spec.dialect}, the URL is {dialect}")
+            return spec
+    names = ", ".join(f"{t.name} ({t.dialect})" for t in plan.targets)
+    asked = f"--target {wanted}" if wanted else dialect
+    raise ValueError(f"no target of the plan matches {asked}: the plan's targets are {names}")
+
+
 def cmd_advise(args: argparse.Namespace) -> int:
     plan = _plan_for(args)
+    spec = _target_spec(plan, args)
     with open_target(args.url) as target:
-        workload = pipeline.extract_workload(plan, target)
+        workload = pipeline.extract_workload(plan, spec, target)
         advice = pipeline.advise(plan, target, workload)
     if args.json:
-        print(json.dumps(advice, indent=2, default=str))
+        print(json.dumps(advice.to_dict(), indent=2, default=str))
         return 0
-    print(f"workload: {len(workload)} statements")
+    print(f"workload: {len(workload.statements)} statements")
     rows = [
         {"table": r["table"], "columns": ", ".join(r["columns"]), "size": _bytes(r["estimated_size_bytes"]),
          "cost before→after": f"{r['cost_before']:.1f}→{r['cost_after']:.1f} ({r['method']})",
          "queries": len(r["queries"]), "reason": r["reason"]}
-        for r in advice["recommendations"]
+        for r in advice.recommendations
     ]  # fmt: skip
     print(_table(rows, ["table", "columns", "size", "cost before→after", "queries", "reason"]) if rows
           else "no index recommended")  # fmt: skip
-    for d in advice["drop_candidates"]:
+    for d in advice.drop_candidates:
         print(f"drop candidate: {d['table']}.{d['index']}: {d['reason']}")
-    for ddl in advice["ddl"].values():
+    for ddl in advice.ddl.values():
         print(ddl + ";")
     return 0
 
@@ -100,8 +125,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
-    rows = [{"query": q["name"], **{k: f"{q['summary'][k]:.3f}" for k in ("mean", "median", "p95", "p99")},
-             "n": q["summary"]["n"]} for q in result["queries"]]  # fmt: skip
+    stats = ("mean", "median", "p95", "p99")
+    rows = [{"query": q["name"], **{k: f"{q['summary'][f'{k}_ms']:.3f}" for k in stats}, "n": q["summary"]["n"]}
+            for q in result["queries"]]  # fmt: skip
     print(_table(rows, ["query", "mean", "median", "p95", "p99", "n"]))
     print(f"method: {result.get('method', '')} (milliseconds)")
     return 0
@@ -109,34 +135,61 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     plan = _plan_for(args)
+    spec = _target_spec(plan, args)
     with open_target(args.url) as target:
-        summary = apply(plan, target, dry_run=args.dry_run)
-    print(json.dumps(summary, indent=2, default=str) if args.json else _apply_text(summary))
-    return 0
+        record = apply(plan, spec, target, dry_run=args.dry_run, reports_dir=Path(args.reports_dir))
+    print(json.dumps(record, indent=2, default=str) if args.json else _apply_text(record))
+    if record["tasks"]["health_check"]["decision"] != "GO":
+        return NO_GO
+    changes = [c for data in record["targets"].values() for _, c in _changes(data)]
+    return CHANGE_FAILED if any(c.status in ("failed", "refused") for c in changes) else 0
 
 
-def apply(plan: Plan, target: Any, dry_run: bool) -> dict[str, Any]:
-    """The weekly chain without Airflow (no deploy): the same pipeline functions as the DAG."""
-    pipeline.check_access(target, plan.targets[0].tables)
-    workload = pipeline.extract_workload(plan, target)
-    queries = pipeline.bench_queries(plan, workload)
-    advice = pipeline.hold_unmeasurable(pipeline.advise(plan, target, workload), queries)
-    before = pipeline.benchmark(plan, target, queries)
-    created = [pipeline.create_index(plan, target, s, dry_run) for s in advice["create"]]
-    verification = pipeline.verify_plans(target, [{"name": c["index"]} for c in created], queries)
-    after = pipeline.benchmark(plan, target, queries)
-    decision = pipeline.keep_or_revert(plan, created, verification, before, after)
-    reverted = pipeline.revert_indexes(plan, target, advice, decision, dry_run)
-    return {"workload": len(workload), "advice": advice, "created": created, "verification": verification,
-            "decision": decision, "reverted": reverted}  # fmt: skip
+def apply(plan: Plan, spec: TargetSpec, target: Target, *, dry_run: bool, reports_dir: Path) -> dict[str, Any]:
+    """The weekly steps on one database without Airflow, in their declared order: the run record's
+    shape (``dbopt.run_record``), with every step that did not run and why."""
+    one = plan.model_copy(update={"targets": [spec]})  # the gate checks the database the URL names
+    gate = steps.ScopeRun()
+    ctx = steps.StepContext(one, dry_run, gate.results, open_target=lambda _spec: nullcontext(target))
+    for step in steps.declared(steps.RUN_STEPS, one):
+        gate.results[step.name] = step.execute(ctx)
+    record: dict[str, Any] = {"plan": plan.id, "params": {"dry_run": dry_run},
+                              "tasks": gate.record(steps.RUN_STEPS), "targets": {}, "canaries": {}}  # fmt: skip
+    if gate.results["health_check"].decision == "GO":
+        run = steps.run_target(one, spec, target, dry_run=dry_run, reports_dir=reports_dir)
+        declared = steps.declared(steps.TARGET_STEPS, one, spec)
+        record["targets"][spec.name] = {"dialect": spec.dialect, **run.record(declared)}
+    why = steps.AIRFLOW_ONLY if plan.deploy.enabled else "the plan does not deploy (deploy.enabled: false)"
+    for service in plan.deploy.services:
+        record["canaries"][f"{service.name}/{service.region}"] = {
+            "service": service.name, "skipped": {s.name: why for s in steps.declared(steps.SERVICE_STEPS, plan)}
+        }  # fmt: skip
+    return record
 
 
-def _apply_text(s: dict[str, Any]) -> str:
-    lines = [f"workload statements: {s['workload']}", f"indexes to build: {len(s['advice']['create'])}"]
-    lines += [f"  {c['status']:8} {c['index']} ({c.get('attempts', 0)} attempts)" for c in s["created"]]
-    for d in s["decision"]["indexes"]:
-        lines.append(f"  {'KEEP  ' if d['keep'] else 'REVERT'} {d['index']}: {d['reason']}")
-    lines += [f"  dropped {r['index']}: {r['status']}" for r in s["reverted"]]
+def _changes(data: dict[str, Any]) -> list[tuple[steps.Step, Any]]:
+    return list(steps.index_changes(steps.TARGET_STEPS, steps.load(steps.TARGET_STEPS, data)))
+
+
+def _apply_text(record: dict[str, Any]) -> str:
+    gate = record["tasks"]["health_check"]
+    lines = [f"health gate: {gate['decision']} ({gate['reason']})"]
+    for name, data in record["targets"].items():
+        r = steps.load(steps.TARGET_STEPS, data)
+        lines.append(f"target {name}:")
+        if r["extract"] is not None:
+            lines.append(f"  workload statements: {len(r['extract'].statements)}")
+        if r["advise"] is not None:
+            lines.append(f"  indexes to build: {len(r['advise'].create)}")
+            if r["advise"].not_built_reason:
+                lines.append(f"  not built: {r['advise'].not_built_reason}")
+        if r["judge"] is not None:
+            lines += [f"  {'KEEP  ' if d.keep else 'REVERT'} {d.index}: {d.reason}" for d in r["judge"].indexes]
+        lines += [f"  {step.name}: {c.action} {c.index}: {c.status}{' — ' + c.error if c.error else ''}"
+                  for step, c in _changes(data)]  # fmt: skip
+        lines += [f"  skipped {s}: {why}" for s, why in data["skipped"].items()]
+    for key, data in record["canaries"].items():
+        lines += [f"canary {key}: skipped {s}: {why}" for s, why in data["skipped"].items()]
     return "\n".join(lines)
 
 
@@ -161,6 +214,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-mean-ms", type=float, default=0.0)
     p.add_argument("--budget-mb", type=float, default=1024, help="storage budget for new indexes")
     p.add_argument("--min-table-rows", type=int, default=10000, help="tables smaller than this get no index")
+    p.add_argument("--target", help="with --plan: the plan target the URL is (default: the first of its dialect)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -181,6 +235,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--iterations", type=int, default=30)
     c.add_argument("--warmup", type=int, default=3)
     c.add_argument("--dry-run", action="store_true", help="compute and report, change nothing")
+    c.add_argument("--reports-dir", default="reports", help="where the backup goes (default ./reports)")
     c.set_defaults(func=cmd_apply)
     v = sub.add_parser("validate", help="validate plan files")
     v.add_argument("plans", nargs="+")

@@ -1,6 +1,7 @@
-"""The steps of a weekly optimization run, as plain functions: plan + target + earlier results in,
-JSON-able dicts out. The Airflow tasks (``dbopt.weekly_dag``) and the CLI (``dbopt apply``) call
-these same functions, so a run behaves the same wherever it is started.
+"""The work of each weekly step, as plain functions: plan + target + earlier results in, typed
+results (``dbopt.results``) out. ``dbopt.steps`` declares the order and wiring; the Airflow tasks
+(``dbopt.weekly_dag``) and the CLI (``dbopt apply``) both run that declaration, so a run behaves the
+same wherever it is started.
 
 Every step that changes the database is idempotent: index names are deterministic, and "what this
 run created" is judged against the index inventory taken before the first change.
@@ -8,14 +9,14 @@ run created" is judged against the index inventory taken before the first change
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dbopt.plan import ExplicitIndex, HealthGate, Plan
-from dbopt.targets.base import IndexSpec, Statement, Target, WorkloadFilter
-
-_DEFAULT_SOURCE = {"postgres": "pg_stat_statements", "mysql": "performance_schema", "sqlite": "querylog"}
+from dbopt.plan import ExplicitIndex, HealthGate, Plan, TargetSpec
+from dbopt.results import Advice, Gate, IndexChange, IndexChanges, Judgement, Verification, Workload
+from dbopt.targets.base import IndexSpec, Target, WorkloadFilter
 
 
 def gate_rules(gate: HealthGate) -> list[dict[str, Any]]:
@@ -43,7 +44,7 @@ def gate_rules(gate: HealthGate) -> list[dict[str, Any]]:
     return rules
 
 
-def gate_decision(gate: HealthGate, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def gate_decision(gate: HealthGate, results: dict[str, dict[str, Any]]) -> Gate:
     """GO only if every target's gate is GO; with ``on_missing: ignore`` figures nobody can measure
     (inconclusive for lack of data) do not count against GO — failing figures always do."""
     decisions = {}
@@ -56,8 +57,7 @@ def gate_decision(gate: HealthGate, results: dict[str, dict[str, Any]]) -> dict[
     reasons = [f"{name}: {r['reason']}" for name, r in results.items() if decisions[name] == "NO-GO"]
     if go and any(r["decision"] == "NO-GO" for r in results.values()):
         reasons = ["figures that cannot be measured are ignored (on_missing: ignore)"]
-    return {"decision": "GO" if go else "NO-GO", "reason": "; ".join(reasons) or "all figures pass",
-            "targets": results}  # fmt: skip
+    return Gate("GO" if go else "NO-GO", "; ".join(reasons) or "all figures pass", results)
 
 
 def workload_filter(plan: Plan) -> WorkloadFilter:
@@ -65,10 +65,11 @@ def workload_filter(plan: Plan) -> WorkloadFilter:
     return WorkloadFilter(min_mean_ms=w.min_mean_ms, min_calls=w.min_calls, top_n=w.top_n, exclude=tuple(w.exclude))
 
 
-def extract_workload(plan: Plan, target: Target) -> list[dict[str, Any]]:
-    """Slow statements from the plan's source (engine statistics or a log file), filtered."""
+def extract_workload(plan: Plan, spec: TargetSpec, target: Target) -> Workload:
+    """Slow statements from the plan's source (engine statistics or a log file), filtered to the
+    target's own tables (``spec.tables``; empty: all)."""
     flt = workload_filter(plan)
-    source = plan.workload.source if plan.workload.source != "auto" else _DEFAULT_SOURCE[target.dialect]
+    source = plan.workload.source if plan.workload.source != "auto" else target.workload_source
     if source == "slowlog":
         from dbopt.targets.slowlog import parse_slow_log
 
@@ -79,10 +80,10 @@ def extract_workload(plan: Plan, target: Target) -> list[dict[str, Any]]:
         statements = read_query_log(Path(plan.workload.path), flt)
     else:
         statements = target.workload(flt)
-    scope = {t.split(".")[-1].lower() for t in plan.targets[0].tables}
+    scope = {t.split(".")[-1].lower() for t in spec.tables}
     if scope:
         statements = [s for s in statements if _mentions(s.query, scope)]
-    return [s.to_dict() for s in statements]
+    return Workload(source, tuple(statements))
 
 
 def _mentions(query: str, tables: set[str]) -> bool:
@@ -100,12 +101,12 @@ def explicit_specs(target: Target, indexes: Iterable[ExplicitIndex]) -> list[Ind
     ]
 
 
-def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[str, Any]:
+def advise(plan: Plan, target: Target, workload: Workload) -> Advice:
     """The indexes to build this run (explicit + advised), with the inventory taken before any change."""
     from dbopt.advisor import AdvisorPolicy
     from dbopt.advisor import advise as run_advisor
 
-    statements = [Statement.from_dict(s) for s in workload]
+    statements = list(workload.statements)
     # An INVALID leftover of a crashed build is not an index anyone has: create_index cleans it up
     # and builds again, and this run then owns the result.
     before = [ix for ix in target.indexes() if ix.valid]
@@ -129,20 +130,20 @@ def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[s
         spec = IndexSpec.from_dict(rec["spec"])
         specs.setdefault(spec.name, spec)
     existing = {(ix.table.lower(), tuple(c.lower() for c in ix.columns)) for ix in before}
-    create = [
-        s.to_dict()
+    create = tuple(
+        s
         for s in specs.values()
         if s.name not in preexisting and (s.table.lower(), tuple(c.lower() for c in s.columns)) not in existing
-    ]
-    return {
-        "preexisting": preexisting,
-        "create": create,
-        "ddl": {s["name"]: target.index_ddl(IndexSpec.from_dict(s)) for s in create},
-        "explicit": [s.name for s in explicit],
-        "recommendations": recommendations,
-        "drop_candidates": drop_candidates,
-        "skipped": skipped,
-    }
+    )
+    return Advice(
+        preexisting=tuple(preexisting),
+        create=create,
+        ddl={s.name: target.index_ddl(s) for s in create},
+        explicit=tuple(s.name for s in explicit),
+        recommendations=tuple(recommendations),
+        drop_candidates=tuple(drop_candidates),
+        skipped=tuple(skipped),
+    )
 
 
 def bench_queries(plan: Plan, workload: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,11 +166,12 @@ NO_QUERIES = (
 )
 
 
-def hold_unmeasurable(advice: dict[str, Any], queries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Without benchmark queries nothing could be verified: build nothing, and say why."""
-    if queries or not advice["create"]:
-        return advice
-    return advice | {"create": [], "not_built": advice["create"], "not_built_reason": NO_QUERIES}
+def with_queries(advice: Advice, queries: list[dict[str, Any]]) -> Advice:
+    """The advice with the queries that will measure it; without any, nothing could be verified:
+    build nothing, and say why."""
+    if queries or not advice.create:
+        return dataclasses.replace(advice, queries=tuple(queries))
+    return dataclasses.replace(advice, create=(), not_built=advice.create, not_built_reason=NO_QUERIES)
 
 
 def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -191,30 +193,28 @@ def check_access(target: Target, tables: Iterable[str] = ()) -> None:
     require_privileges(target, list(tables) or None)
 
 
-def create_index(plan: Plan, target: Target, spec: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+def create_index(plan: Plan, target: Target, ix: IndexSpec, dry_run: bool) -> IndexChange:
     """Build one index online after every guardrail passed (a refusal is a result, not a crash)."""
     from dbopt.guardrails import GuardrailError, guard_index_build, only_index_ddl
 
-    ix = IndexSpec.from_dict(spec)
     statement = target.index_ddl(ix)
     if dry_run:
         only_index_ddl(statement, target.dialect)
-        return {"action": "create", "table": ix.table, "index": ix.name, "status": "dry_run", "statement": statement}
+        return IndexChange("create", ix.table, ix.name, "dry_run", statement)
     try:
         guard = guard_index_build(plan, target, ix)
     except GuardrailError as err:
-        return {"action": "create", "table": ix.table, "index": ix.name, "status": "refused", "statement": statement,
-                "error": str(err)}  # fmt: skip
+        return IndexChange("create", ix.table, ix.name, "refused", statement, error=str(err))
     p = plan.indexes
     result = target.create_index(
         ix, lock_timeout_s=p.lock_timeout_s, statement_timeout_s=p.statement_timeout_s, retries=p.retries
     )
-    return result.to_dict() | {"guardrails": guard}
+    return IndexChange.from_dict(result.to_dict() | {"guardrails": guard})
 
 
-def verify_plans(target: Target, specs: list[dict[str, Any]], queries: list[dict[str, Any]]) -> dict[str, Any]:
+def verify_plans(target: Target, created: Iterable[IndexChange], queries: Iterable[dict[str, Any]]) -> Verification:
     """Which benchmark queries the planner now answers with each new index (EXPLAIN after the build)."""
-    used_by: dict[str, list[str]] = {s["name"]: [] for s in specs}
+    used_by: dict[str, list[str]] = {c.index: [] for c in created}
     plans: dict[str, list[str]] = {}
     for q in queries:
         explain = target.explain(q["sql"][0])
@@ -222,7 +222,7 @@ def verify_plans(target: Target, specs: list[dict[str, Any]], queries: list[dict
         for name in explain.indexes_used() & used_by.keys():
             used_by[name].append(q["name"])
     sizes = {ix.name: ix.size_bytes for ix in target.indexes() if ix.name in used_by}
-    return {"used_by": used_by, "indexes_per_query": plans, "sizes": sizes, "method": "EXPLAIN after build"}
+    return Verification(used_by, plans, sizes)
 
 
 def keep_or_revert(
@@ -268,53 +268,41 @@ def keep_or_revert(
     }
 
 
+def _drop(plan: Plan, target: Target, table: str, index: str, reason: str, dry_run: bool) -> IndexChange:
+    if dry_run:
+        return IndexChange("drop", table, index, "dry_run", reason=reason)
+    r = target.drop_index(table, index, lock_timeout_s=plan.indexes.lock_timeout_s, retries=plan.indexes.retries)
+    return IndexChange.from_dict(r.to_dict() | {"reason": reason})
+
+
 def revert_indexes(
-    plan: Plan, target: Target, advice: dict[str, Any], decision: dict[str, Any], dry_run: bool
-) -> list[dict[str, Any]]:
-    """Drop exactly the indexes this run created and judged useless (never a pre-existing one)."""
-    preexisting = set(advice["preexisting"])
-    results = []
-    for d in decision["indexes"]:
-        if d["keep"] or d["index"] in preexisting:
-            continue
-        if dry_run:
-            results.append({"action": "drop", "table": d["table"], "index": d["index"], "status": "dry_run"})
-            continue
-        r = target.drop_index(d["table"], d["index"], lock_timeout_s=plan.indexes.lock_timeout_s,
-                              retries=plan.indexes.retries)  # fmt: skip
-        results.append(r.to_dict())
-    return results
+    plan: Plan, target: Target, advice: Advice, judgement: Judgement, dry_run: bool, *, kept_too: bool = False
+) -> IndexChanges:
+    """Drop exactly the indexes this run created and judged useless (never a pre-existing one);
+    ``kept_too``: after a canary rollback, the ones it kept as well."""
+    drops = [
+        _drop(plan, target, d.table, d.index, d.reason if not d.keep else "the canary rolled back", dry_run)
+        for d in judgement.indexes
+        if (kept_too or not d.keep) and d.index not in advice.preexisting
+    ]
+    return IndexChanges(tuple(drops), "" if drops else "every index this run built was kept")
 
 
-def revert_kept(plan: Plan, target: Target, advice: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
-    """After a canary rollback (when the plan says so): drop what this run built and kept, too."""
-    everything = decision | {"indexes": [d | {"keep": False} for d in decision.get("indexes", []) if d["keep"]]}
-    return revert_indexes(plan, target, advice, everything, dry_run=False)
-
-
-def drop_unused(plan: Plan, target: Target, advice: dict[str, Any], dry_run: bool) -> list[dict[str, Any]]:
+def drop_unused(plan: Plan, target: Target, advice: Advice, dry_run: bool) -> IndexChanges:
     """Drop the existing indexes the advisor reports unused or redundant — only if the plan allows it.
 
     The backup step already saved these tables' DDL (index definitions included), so each drop can be
     undone from it. Unique and primary-key indexes are never candidates.
     """
     if not plan.indexes.allow_drops:
-        return []
-    results = []
-    for d in advice["drop_candidates"]:
-        if dry_run:
-            results.append({"action": "drop", "table": d["table"], "index": d["index"], "status": "dry_run",
-                            "reason": d["reason"]})  # fmt: skip
-            continue
-        r = target.drop_index(d["table"], d["index"], lock_timeout_s=plan.indexes.lock_timeout_s,
-                              retries=plan.indexes.retries)  # fmt: skip
-        results.append(r.to_dict() | {"reason": d["reason"]})
-    return results
+        return IndexChanges(reason="the plan does not allow drops (indexes.allow_drops)")
+    drops = [_drop(plan, target, d["table"], d["index"], d["reason"], dry_run) for d in advice.drop_candidates]
+    return IndexChanges(tuple(drops), "" if drops else "the advisor found no unused or redundant index")
 
 
-def backup_tables(plan: Plan, advice: dict[str, Any], scope: Iterable[str]) -> list[str]:
+def backup_tables(plan: Plan, advice: Advice, scope: Iterable[str]) -> list[str]:
     """The tables a run may change: those it builds on, and those it may drop indexes from."""
-    tables = {s["table"] for s in advice["create"]}
+    tables = {s.table for s in advice.create}
     if plan.indexes.allow_drops:
-        tables |= {d["table"] for d in advice["drop_candidates"]}
+        tables |= {d["table"] for d in advice.drop_candidates}
     return sorted(tables) or list(scope)

@@ -84,8 +84,22 @@ class CloudSqlInstance(Strict):
     conn_id: str = "google_cloud_sql"
 
 
+# Target names become Airflow task group ids, services and regions part of one: what Airflow accepts
+# (ASCII letters, digits, '_' and '-'), checked here so a bad name is a plan error, not a lost DAG.
+AIRFLOW_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+def _airflow_name(value: str, what: str) -> str:
+    if not AIRFLOW_NAME.match(value):
+        raise ValueError(
+            f"{value!r} cannot be a {what}: it names Airflow tasks, so use only letters, digits, '_' and '-' "
+            f"(at most 100), e.g. {re.sub(r'[^A-Za-z0-9_-]+', '_', value).strip('_')[:100] or 'primary'!r}"
+        )
+    return value
+
+
 class TargetSpec(Strict):
-    name: str = "primary"
+    name: Annotated[str, AfterValidator(lambda v: _airflow_name(v, "target name"))] = "primary"
     conn_id: str = Field(description="Airflow connection id of the database (credentials live there)")
     dialect: Literal["postgres", "mysql", "sqlite"]
     tables: list[TableName] = Field(default_factory=list, description="limit advice to these tables (empty: all)")
@@ -185,8 +199,11 @@ class BenchmarkSpec(Strict):
 
 
 class ServiceRef(Strict):
-    name: str
-    region: str
+    name: Annotated[str, AfterValidator(lambda v: _airflow_name(v, "Cloud Run service name"))]
+    region: Annotated[str, AfterValidator(lambda v: _airflow_name(v, "region"))]
+    target: str | None = Field(
+        None, description="the plan target whose database the canary's database rules read (several targets)"
+    )
 
 
 class DeploySpec(Strict):
@@ -322,6 +339,23 @@ class Plan(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"target names must be unique, got {names}")
         return self
+
+    @model_validator(mode="after")
+    def _service_targets(self) -> Plan:
+        names = [t.name for t in self.targets]
+        for s in self.deploy.services:
+            if s.target is not None and s.target not in names:
+                raise ValueError(f"deploy.services {s.name}: target {s.target!r} is not a target of the plan {names}")
+            if s.target is None and len(names) > 1 and self.deploy.enabled:
+                raise ValueError(
+                    f"deploy.services {s.name}: the plan has several targets {names}; "
+                    "name the one whose database the canary's database rules read (target: NAME)"
+                )
+        return self
+
+    def service_target(self, service: ServiceRef) -> str:
+        """The target whose database the service's canary reads (the only target when there is one)."""
+        return service.target or self.targets[0].name
 
     @property
     def dag_id(self) -> str:

@@ -11,33 +11,39 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dbopt import steps
 from dbopt.plan import Plan
 
-TARGET_TASKS = ("extract", "advise", "backup", "bench_before", "create_index", "verify", "bench_after", "judge",
-                "revert_indexes", "drop_unused")  # fmt: skip
-RUN_TASKS = ("health_check",)
-CANARY_TASKS = {"deploy_canary": "deploy", "shift_traffic": "shift_traffic", "monitor_canary": "monitor",
-                "promote": "promote", "rollback": "rollback",
-                "revert_indexes_after_rollback": "revert_indexes_after_rollback"}  # fmt: skip
+SKIPPED_KEY = "skipped"  # the XCom key under which a skipped step leaves its reason
 
 
-def _pull(ti: Any, task_id: str, mapped: bool) -> Any:
+def _pull(ti: Any, task_id: str, mapped: bool, key: str = "return_value") -> Any:
     # A list of task ids always gets a list back: every map index of a mapped task, in order
     # (a single id would unwrap a one-element mapping to a bare value).
-    values = [v for v in ti.xcom_pull(task_ids=[task_id]) if v is not None]
+    values = [v for v in ti.xcom_pull(task_ids=[task_id], key=key) if v is not None]
     if mapped:
         return values
     return values[0] if values else None
 
 
 def collect(plan: Plan, context: dict[str, Any]) -> dict[str, Any]:
+    """The run record: every declared step's result (its ``to_dict`` form) by scope and name, and the
+    reason of every step that skipped itself."""
     ti = context["ti"]
     dag_run = context["dag_run"]
-    present = {t.task_id: t for t in context["dag"].tasks}
+    present = {t.task_id for t in context["dag"].tasks}
 
-    def pull(task_id: str) -> Any:
-        task = present.get(task_id)
-        return None if task is None else _pull(ti, task_id, mapped=hasattr(task, "expand_input"))
+    def scope(group: str, declared: list[steps.Step]) -> dict[str, Any]:
+        out: dict[str, Any] = {"skipped": {}}
+        for s in declared:
+            task_id = f"{group}.{s.name}" if group else s.name
+            if task_id not in present:
+                out[s.name] = None
+                continue
+            out[s.name] = _pull(ti, task_id, s.mapped)
+            if reason := _pull(ti, task_id, False, key=SKIPPED_KEY):
+                out["skipped"][s.name] = reason
+        return out
 
     record: dict[str, Any] = {
         "plan": plan.id,
@@ -45,23 +51,24 @@ def collect(plan: Plan, context: dict[str, Any]) -> dict[str, Any]:
         "run_id": dag_run.run_id,
         "params": dict(context.get("params") or {}),
         "started": str(getattr(dag_run, "start_date", "") or ""),
-        "tasks": {t: pull(t) for t in RUN_TASKS},
+        "tasks": scope("", steps.declared(steps.RUN_STEPS, plan)),
         "targets": {},
+        "canaries": {},
     }
-    canaries = {}
-    for service in plan.deploy.services if plan.deploy.enabled else []:
-        group = canary_group_id(service.name, service.region)
-        canaries[f"{service.name}/{service.region}"] = {k: pull(f"{group}.{t}") for k, t in CANARY_TASKS.items()}
-    record["canaries"] = canaries
-    # the report details one canary: the first service's (every service's results are in "canaries")
-    record["tasks"] |= next(iter(canaries.values()), {})
     for spec in plan.targets:
-        record["targets"][spec.name] = {
-            "dialect": spec.dialect,
-            "conn_id": spec.conn_id,
-            **{t: pull(f"{spec.name}.{t}") for t in TARGET_TASKS},
-        }
+        results = scope(spec.name, steps.declared(steps.TARGET_STEPS, plan, spec))
+        record["targets"][spec.name] = {"dialect": spec.dialect, "conn_id": spec.conn_id, **results}
+    for service in plan.deploy.services if plan.deploy.enabled else []:
+        results = scope(canary_group_id(service.name, service.region), steps.declared(steps.SERVICE_STEPS, plan))
+        record["canaries"][canary_key(service.name, service.region)] = {
+            "service": service.name, "region": service.region, "target": plan.service_target(service), **results,
+        }  # fmt: skip
     return record
+
+
+def canary_key(service: str, region: str) -> str:
+    """A service's entry in the record's "canaries"."""
+    return f"{service}/{region}"
 
 
 def canary_group_id(service: str, region: str) -> str:

@@ -14,6 +14,7 @@ failed_run_watcher fails the run when any task failed (the report itself always 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,14 +22,15 @@ from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, XComArg, get_current_context, task
 
-from dbopt import pipeline
+from dbopt import steps
 from dbopt.hooks.database import DbTargetHook
 from dbopt.notify import failure_notifier
 from dbopt.plan import Plan, PlanError, ServiceRef, TargetSpec
-from dbopt.run_record import canary_group_id, step_recorder
-from dbopt.targets.base import IndexSpec, Target
+from dbopt.results import Gate
+from dbopt.run_record import SKIPPED_KEY, canary_group_id, step_recorder
+from dbopt.targets.base import Target
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 OVERRIDABLE = {
@@ -104,116 +106,118 @@ def _doc(plan: Plan, source: Path) -> str:
     )
 
 
-def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any, Any]:
-    """One target's chain, as a task group; returns the group and its last task."""
-    group = spec.name
+def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step, reports_dir: Path) -> Any:
+    """One declared step as a TaskFlow task: earlier results in (``inputs``, by step name), the
+    step's typed result out as a dict. A ``Skip`` becomes a skipped task whose reason the record keeps."""
+    rule = TriggerRule.ALL_SUCCESS if not (step.needs or step.after) else TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+    options: dict[str, Any] = {"task_id": step.name, "trigger_rule": rule}
+    if step.retries is not None:
+        options |= {"retries": step.retries, "retry_delay": pendulum.duration(seconds=5)}
 
-    with TaskGroup(group_id=group) as tg:
+    @task(**options)
+    def run(inputs: dict[str, Any], item: dict[str, Any] | None = None) -> Any:
+        from airflow.sdk.exceptions import AirflowSkipException
 
-        @task
-        def backup(advice: dict[str, Any]) -> dict[str, Any]:
-            p, dry = _context_plan(plan)
-            if dry:
-                return {"kind": "none", "detail": "dry run: no backup taken", "verified": False}
-            specs = [IndexSpec.from_dict(s) for s in advice["create"]]
-            tables = pipeline.backup_tables(p, advice, spec.tables)
-            with opened_target(spec.conn_id) as target:
-                return target.backup(tables, reports_dir / "backups" / plan.id, undo=specs).to_dict()
-
-        @task
-        def extract() -> list[dict[str, Any]]:
-            p, _ = _context_plan(plan)
-            with opened_target(spec.conn_id) as target:
-                return pipeline.extract_workload(p, target)
-
-        @task(multiple_outputs=True)
-        def advise(workload: list[dict[str, Any]]) -> dict[str, Any]:
-            p, _ = _context_plan(plan)
-            with opened_target(spec.conn_id) as target:
-                queries = pipeline.bench_queries(p, workload)
-                advice = pipeline.hold_unmeasurable(pipeline.advise(p, target, workload), queries)
-                return advice | {"queries": queries}
-
-        @task
-        def benchmark(queries: list[dict[str, Any]], _after: dict[str, Any] | None = None) -> dict[str, Any]:
-            """Real latencies of the benchmark queries (``_after``: runs after the verification)."""
-            p, _ = _context_plan(plan)
-            with opened_target(spec.conn_id) as target:
-                return pipeline.benchmark(p, target, queries)
-
-        @task
-        def to_build(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            """The specs as a task's own return value: dynamic mapping cannot expand a custom XCom key."""
-            return specs
-
-        @task(retries=2, retry_delay=pendulum.duration(seconds=5))
-        def create_index(spec_: dict[str, Any]) -> dict[str, Any]:
-            p, dry = _context_plan(plan)
-            with opened_target(spec.conn_id) as target:
-                return pipeline.create_index(p, target, spec_, dry)
-
-        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-        def verify(created: list[dict[str, Any]] | None, queries: list[dict[str, Any]]) -> dict[str, Any]:
-            with opened_target(spec.conn_id) as target:
-                specs = [{"name": c["index"]} for c in (created or [])]
-                return pipeline.verify_plans(target, specs, queries) | {"created": list(created or [])}
-
-        @task
-        def judge(verification: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-            p, _ = _context_plan(plan)
-            return pipeline.keep_or_revert(p, verification["created"], verification, before, after)
-
-        @task.branch
-        def keep_or_revert(decision: dict[str, Any]) -> str:
-            return f"{group}.revert_indexes" if decision["revert"] else f"{group}.keep_indexes"
-
-        @task
-        def revert_indexes(advice_preexisting: list[str], decision: dict[str, Any]) -> list[dict[str, Any]]:
-            p, dry = _context_plan(plan)
-            with opened_target(spec.conn_id) as target:
-                return pipeline.revert_indexes(p, target, {"preexisting": advice_preexisting}, decision, dry)
-
-        keep = EmptyOperator(task_id="keep_indexes")
-        done = EmptyOperator(task_id="done", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-
-        workload = extract()
-        advice = advise(workload)
-        saved = backup(advice)
-        if spec.cloud_sql is not None:
-            from dbopt.operators.cloudsql import CloudSQLBackupOperator
-
-            # the managed instance's own backup first, then the DDL dump and undo script
-            cloud_backup = CloudSQLBackupOperator(
-                task_id="cloud_sql_backup", instance=spec.cloud_sql.instance, project=spec.cloud_sql.project,
-                gcp_conn_id=spec.cloud_sql.conn_id, description=f"dbopt {plan.id} {{{{ run_id }}}}",
-            )  # fmt: skip
-            advice >> cloud_backup >> saved
-        before = benchmark.override(task_id="bench_before")(advice["queries"])
-        saved >> before
-        created = create_index.expand(spec_=to_build(advice["create"]))
-        before >> created
-        verification = verify(created, advice["queries"])
-        after = benchmark.override(task_id="bench_after", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)(
-            advice["queries"], verification
+        p, dry = _context_plan(plan)
+        results = {n: steps.step(scope, n).load(_stored(steps.step(scope, n), v)) for n, v in inputs.items()}
+        ctx = steps.StepContext(
+            p,
+            dry,
+            results,
+            spec=spec,
+            reports_dir=reports_dir,
+            open_target=lambda t: opened_target(t.conn_id),
+            item=None if item is None or step.item_type is None else step.item_type.from_dict(item),
         )
-        decision = judge(verification, before, after)
-        branch = keep_or_revert(decision)
-        branch >> [revert_indexes(advice["preexisting"], decision), keep] >> done
-        if plan.indexes.allow_drops:
-            # after keep/revert, so the new indexes' verdicts are not confounded by the drops
-            @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-            def drop_unused(advice_: dict[str, Any]) -> list[dict[str, Any]]:
-                p, dry = _context_plan(plan)
-                with opened_target(spec.conn_id) as target:
-                    return pipeline.drop_unused(p, target, advice_, dry)
+        if scope == "run" and p.health_gate.metrics_conn_id:
+            conn_id, window = p.health_gate.metrics_conn_id, p.health_gate.window_s
+            ctx = dataclasses.replace(ctx, metrics=lambda: prometheus_source(conn_id, {"service": {}}, window))
+        if scope == "service":
+            ctx = dataclasses.replace(ctx, targets=_all_target_results(p))
+        try:
+            if spec is None:
+                return step.execute(ctx).to_dict()
+            with opened_target(spec.conn_id) as target:
+                return step.execute(dataclasses.replace(ctx, target=target)).to_dict()
+        except steps.Skip as why:
+            get_current_context()["ti"].xcom_push(key=SKIPPED_KEY, value=str(why))
+            raise AirflowSkipException(str(why)) from None
 
-            dropped = drop_unused(advice)
-            done >> dropped
-            return tg, dropped
+    return run
+
+
+def _stored(step: steps.Step, value: Any) -> Any:
+    """A mapped step that ran for no item (or was skipped) has no results: an empty tuple, not None."""
+    return list(value or []) if step.mapped else value
+
+
+def _all_target_results(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Every target's results (for a service step such as the revert after a rollback)."""
+    ti = get_current_context()["ti"]
+    out = {}
+    for spec in plan.targets:
+        wanted = steps.declared(steps.TARGET_STEPS, plan, spec)
+        pulled = {s.name: ti.xcom_pull(task_ids=[f"{spec.name}.{s.name}"]) for s in wanted if not s.mapped}
+        out[spec.name] = {s.name: s.load(next((v for v in pulled[s.name] if v is not None), None))
+                          for s in wanted if not s.mapped}  # fmt: skip
+    return out
+
+
+def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any, Any]:
+    """One target's chain, as a task group built from ``steps.TARGET_STEPS``; returns the group and
+    its last task."""
+    outputs: dict[str, Any] = {}
+    tasks: dict[str, Any] = {}
+    with TaskGroup(group_id=spec.name) as tg:
+        for step in steps.declared(steps.TARGET_STEPS, plan, spec):
+            inputs = {n: outputs[n] for n in step.needs}
+            if step.run is None:
+                task_ = OPERATOR_STEPS[step.name](plan, spec)
+            elif step.items is not None:
+                items = _items_task(plan, spec, step)(inputs)
+                task_ = _step_task(plan, "target", spec, step, reports_dir).partial(inputs=inputs).expand(item=items)
+            else:
+                task_ = _step_task(plan, "target", spec, step, reports_dir)(inputs)
+            for name in (*step.needs, *step.after):
+                if name in tasks:
+                    tasks[name] >> task_
+            outputs[step.name] = task_ if isinstance(task_, XComArg) else task_.output
+            tasks[step.name] = task_
+        # the group's end: done when nothing failed (a skipped revert, say, is a normal end)
+        done = EmptyOperator(task_id="done", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+        list(tasks.values()) >> done
     return tg, done
 
 
-def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
+def _items_task(plan: Plan, spec: TargetSpec, step: steps.Step) -> Any:
+    """The items of a mapped step as a task's own return value (dynamic mapping expands only that)."""
+
+    @task(task_id=f"{step.name}_items")
+    def items(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        p, dry = _context_plan(plan)
+        results = {n: steps.step("target", n).load(v) for n, v in inputs.items()}
+        assert step.items is not None
+        return [i.to_dict() for i in step.items(steps.StepContext(p, dry, results, spec=spec))]
+
+    return items
+
+
+def _cloud_sql_backup(plan: Plan, spec: TargetSpec) -> Any:
+    """The managed instance's own backup first, then the DDL dump and undo script."""
+    from dbopt.operators.cloudsql import CloudSQLBackupOperator
+
+    assert spec.cloud_sql is not None
+    return CloudSQLBackupOperator(
+        task_id="cloud_sql_backup", instance=spec.cloud_sql.instance, project=spec.cloud_sql.project,
+        gcp_conn_id=spec.cloud_sql.conn_id, description=f"dbopt {plan.id} {{{{ run_id }}}}",
+    )  # fmt: skip
+
+
+# Target steps that are Airflow operators (``run`` None in the declaration): how to build each.
+OPERATOR_STEPS = {"cloud_sql_backup": _cloud_sql_backup}
+
+
+def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> tuple[Any, Any]:
     """deploy (old revision pinned) → N% canary → analysis → promote | rollback, for one service."""
     from dbopt.operators.cloudrun import (
         CloudRunDeployRevisionOperator,
@@ -225,6 +229,7 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
 
     d, m = plan.deploy, plan.monitor
     group = canary_group_id(service.name, service.region)
+    database = next(t for t in plan.targets if t.name == plan.service_target(service))
     gcp = {"gcp_conn_id": d.conn_id, "project": d.project}
     with TaskGroup(group_id=group) as tg:
         deploy = CloudRunDeployRevisionOperator(
@@ -266,7 +271,7 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
             task_id="monitor",
             plan=m.analysis_plan(),
             sources=sources,
-            database_conn_id=plan.targets[0].conn_id,
+            database_conn_id=database.conn_id,
             mode="poke",
         )
 
@@ -283,27 +288,17 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
         decided = promote_or_rollback(monitor.output)
         deploy >> shift >> monitor >> decided >> [promote, rollback]
         [shift, monitor] >> rollback
-        ends = [promote, rollback]
-        if m.revert_indexes_on_rollback:
-
-            @task
-            def revert_indexes_after_rollback() -> dict[str, list[dict[str, Any]]]:
-                """The rollback undoes this run's index changes as well (plan: monitor.revert_indexes_on_rollback)."""
-                ti = get_current_context()["ti"]
-                reverted = {}
-                for t in plan.targets:
-                    decision = ti.xcom_pull(task_ids=f"{t.name}.judge")
-                    preexisting = ti.xcom_pull(task_ids=f"{t.name}.advise", key="preexisting")
-                    if not decision:
-                        continue
-                    with opened_target(t.conn_id) as target:
-                        advice = {"preexisting": preexisting or []}
-                        reverted[t.name] = pipeline.revert_kept(plan, target, advice, decision)
-                return reverted
-
-            reverted = revert_indexes_after_rollback()
-            rollback >> reverted
-            ends.append(reverted)
+        built = {"deploy": deploy, "shift_traffic": shift, "monitor": monitor, "promote": promote,
+                 "rollback": rollback}  # fmt: skip
+        for step in steps.declared(steps.SERVICE_STEPS, plan):
+            if step.name not in built:  # a function step: built from the declaration
+                built[step.name] = _step_task(plan, "service", None, step, reports_dir)({})
+                for name in step.after:
+                    built[name] >> built[step.name]
+        missing = {s.name for s in steps.declared(steps.SERVICE_STEPS, plan)} ^ set(built)
+        if missing:
+            raise RuntimeError(f"canary steps declared but not built (or built but not declared): {sorted(missing)}")
+        ends = [t for name, t in built.items() if name not in ("deploy", "shift_traffic", "monitor")]
     return tg, tuple(ends)
 
 
@@ -316,6 +311,7 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
         start_date=START.in_timezone(plan.schedule.timezone),
         catchup=False,
         max_active_runs=1,  # two runs on one database would judge each other's indexes
+        auto_register=False,  # the DAG file publishes it once built whole (a half-built DAG must not appear)
         tags=["dbopt", *plan.tags, *sorted({t.dialect for t in plan.targets})],
         doc_md=_doc(plan, source),
         params=_params(plan),
@@ -331,35 +327,13 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             ],
         },
     ) as dag:
-
-        @task
-        def health_check() -> dict[str, Any]:
-            from dbopt.metrics.health_gate import health_gate
-            from dbopt.metrics.sources import DatabaseSource
-
-            p, _ = _context_plan(plan)
-            rules = pipeline.gate_rules(p.health_gate)
-            results = {}
-            for spec in p.targets:
-                with opened_target(spec.conn_id) as target:
-                    pipeline.check_access(target, spec.tables)
-                    sources = {
-                        "database": DatabaseSource(target=target, long_transaction_s=p.health_gate.long_transaction_s)
-                    }
-                    if p.health_gate.metrics_conn_id:
-                        sources["metrics"] = prometheus_source(
-                            p.health_gate.metrics_conn_id, {"service": {}}, p.health_gate.window_s
-                        )
-                    if rules:
-                        results[spec.name] = health_gate(rules, sources).to_dict()
-            if not rules:
-                return {"decision": "GO", "reason": "the plan sets no health thresholds", "targets": {}}
-            return pipeline.gate_decision(p.health_gate, results)
+        (gate_step,) = steps.declared(steps.RUN_STEPS, plan)
+        first = [s.name for s in steps.declared(steps.TARGET_STEPS, plan) if not (s.needs or s.after)]
 
         @task.branch
         def go_no_go(gate: dict[str, Any]) -> list[str]:
-            if gate["decision"] == "GO":
-                return [f"{t.name}.extract" for t in plan.targets]
+            if Gate.from_dict(gate).decision == "GO":
+                return [f"{t.name}.{name}" for t in plan.targets for name in first]
             return ["report"]
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
@@ -374,7 +348,7 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             """The report always succeeds, so without this a run whose build failed would look green."""
             raise RuntimeError("a task of this run failed; see the report for what happened")
 
-        gate = health_check()
+        gate = _step_task(plan, "run", None, gate_step, reports_dir)({})
         branch = go_no_go(gate)
         final = report()
         branch >> final
@@ -397,7 +371,7 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             dones >> gate_task >> final
             canary_groups = []
             for service in plan.deploy.services:
-                cg, ends = _canary_group(plan, service)
+                cg, ends = _canary_group(plan, service, reports_dir)
                 canary_groups.append(cg.group_id)
                 gate_task >> cg
                 list(ends) >> final
@@ -405,14 +379,18 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
     return dag
 
 
-def build_broken_dag(path: Path, error: PlanError) -> DAG:
-    """A stand-in DAG for a plan that does not validate: the error is visible in the UI for that plan
-    alone (its doc and its one failing task), and every other plan keeps working."""
+def build_broken_dag(path: Path, error: Exception) -> DAG:
+    """A stand-in DAG for a plan that does not validate or whose DAG could not be built: the error is
+    visible in the UI for that plan alone (its doc and its one failing task), and every other plan
+    keeps working."""
+    if not isinstance(error, PlanError):
+        error = PlanError(path, [f"the DAG could not be built from this plan: {type(error).__name__}: {error}"])
     with DAG(
         dag_id=f"dbopt_{path.stem.lower()}",
         schedule=None,
         start_date=START,
         catchup=False,
+        auto_register=False,
         tags=["dbopt", "invalid-plan"],
         doc_md=f"# Invalid plan\n\n```\n{error}\n```\nFix the file and the DAG comes back on the next parse.",
     ) as dag:

@@ -1,14 +1,19 @@
 """Plain facts drawn from a run record (``dbopt.run_record.collect``), for the history and the reports.
 
-A record may be partial: a NO-GO run has only the gate, a failed build has no benchmark after, a dry
-run changed nothing, a run without deploy has no canary. Every function here returns what the
-record holds and nothing it does not (missing parts give empty lists or None, never a guess).
+The record holds each declared step's result (``dbopt.steps``) by scope and name; this module reads
+them back as their typed results. A record may be partial: a NO-GO run has only the gate, a failed
+build has no benchmark after, a dry run changed nothing, a run without deploy has no canary. Every
+function here returns what the record holds and nothing it does not (missing parts give empty lists
+or None, never a guess).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from dbopt import steps
+from dbopt.results import Advice, Bench, Gate, Judgement, Verification, Workload
 
 Record = Mapping[str, Any]
 
@@ -17,55 +22,58 @@ def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
 def targets(record: Record) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each target's part of the record as stored (dialect, conn_id, results, skipped)."""
     for name, data in _dict(record.get("targets")).items():
         yield name, _dict(data)
+
+
+def results(data: Mapping[str, Any]) -> dict[str, Any]:
+    """One target's (or canary's) stored results as their declared types, by step name."""
+    scope = steps.SERVICE_STEPS if "service" in data else steps.TARGET_STEPS
+    return steps.load(scope, data)
+
+
+def canaries(record: Record) -> Iterator[tuple[str, dict[str, Any]]]:
+    for key, data in _dict(record.get("canaries")).items():
+        yield key, _dict(data)
 
 
 def is_dry_run(record: Record) -> bool:
     return bool(_dict(record.get("params")).get("dry_run"))
 
 
-def gate(record: Record) -> dict[str, Any] | None:
-    """The health check's result (decision, reason, figures) or None when it did not run."""
+def gate(record: Record) -> Gate | None:
+    """The health check's result, or None when it did not run."""
     value = _dict(record.get("tasks")).get("health_check")
-    return _dict(value) or None
+    return Gate.from_dict(value) if value else None
 
 
 def gate_figures(record: Record) -> list[dict[str, Any]]:
-    """Every figure with the target it was measured for ("" for run-wide figures). The health check
-    returns one gate result per target under "targets" (``pipeline.gate_decision``)."""
-    result = gate(record) or {}
-    figures = [{"target": "", **_dict(f)} for f in _list(result.get("figures"))]
-    for name, per_target in _dict(result.get("targets")).items():
-        figures += [{"target": name, **_dict(f)} for f in _list(_dict(per_target).get("figures"))]
-    return figures
+    """Every figure with the target it was measured for."""
+    result = gate(record)
+    return result.figures() if result else []
 
 
 def statements(record: Record) -> list[dict[str, Any]]:
     """The workload snapshot: every target's extracted statements, in the order extracted (top first)."""
     rows = []
     for name, data in targets(record):
-        for rank, stmt in enumerate(_list(data.get("extract")), start=1):
-            rows.append({"target": name, "rank": rank, **_dict(stmt)})
+        workload: Workload | None = results(data)["extract"]
+        for rank, stmt in enumerate(workload.statements if workload else (), start=1):
+            rows.append({"target": name, "rank": rank, **stmt.to_dict()})
     return rows
-
-
-def _summaries(bench: Any) -> dict[str, dict[str, Any]]:
-    return {q["name"]: q for q in (_dict(x) for x in _list(_dict(bench).get("queries"))) if "name" in q}
 
 
 def bench_rows(record: Record) -> list[dict[str, Any]]:
     """Per target and query: before and after summaries (either may be missing) and the judged comparison."""
     rows = []
     for name, data in targets(record):
-        before, after = _summaries(data.get("bench_before")), _summaries(data.get("bench_after"))
-        comparison_queries = _list(_dict(_dict(data.get("judge")).get("comparison")).get("queries"))
-        judged = {q.get("name"): q for q in (_dict(x) for x in comparison_queries)}
+        r = results(data)
+        arms: tuple[Bench | None, Bench | None] = (r["bench_before"], r["bench_after"])
+        before, after = (arm.summaries() if arm else {} for arm in arms)
+        judgement: Judgement | None = r["judge"]
+        judged = judgement.query_verdicts() if judgement else {}
         for query in [*before, *(q for q in after if q not in before)]:
             comparison = _dict(judged.get(query))
             rows.append(
@@ -74,10 +82,10 @@ def bench_rows(record: Record) -> list[dict[str, Any]]:
                     "query": query,
                     "before": _dict(before.get(query, {}).get("summary")) or None,
                     "after": _dict(after.get(query, {}).get("summary")) or None,
-                    "before_method": _dict(data.get("bench_before")).get("method"),
-                    "after_method": _dict(data.get("bench_after")).get("method"),
-                    "before_samples": _list(before.get(query, {}).get("samples")),
-                    "after_samples": _list(after.get(query, {}).get("samples")),
+                    "before_method": arms[0].method if arms[0] else None,
+                    "after_method": arms[1].method if arms[1] else None,
+                    "before_samples": list(before.get(query, {}).get("samples") or ()),
+                    "after_samples": list(after.get(query, {}).get("samples") or ()),
                     "verdict": comparison.get("verdict") or _dict(comparison.get("result")).get("verdict"),
                     "result": _dict(comparison.get("result")) or None,
                 }
@@ -85,122 +93,132 @@ def bench_rows(record: Record) -> list[dict[str, Any]]:
     return rows
 
 
-def _sizes(data: dict[str, Any]) -> dict[str, int]:
-    """Measured sizes of the new indexes, where a step reported them (catalog size after the build)."""
-    sizes: dict[str, int] = {}
-    for source in (_dict(data.get("verify")).get("sizes"), _dict(data.get("judge")).get("sizes")):
-        sizes.update({k: v for k, v in _dict(source).items() if isinstance(v, int)})
-    for ddl in _list(data.get("create_index")):
-        ddl = _dict(ddl)
-        if isinstance(ddl.get("size_bytes"), int):
-            sizes[ddl.get("index", "")] = ddl["size_bytes"]
-    return sizes
+def _sizes(r: Mapping[str, Any]) -> dict[str, int]:
+    """Measured sizes of the new indexes (catalog size after the build, from the verification)."""
+    verification: Verification | None = r["verify"]
+    return {k: v for k, v in (verification.sizes if verification else {}).items() if isinstance(v, int)}
 
 
 def index_changes(record: Record) -> list[dict[str, Any]]:
-    """Every index build and drop of the run with its DDL, measured size, keep/revert and reason."""
+    """Every index build and drop of the run — every step that changes the database, canary reverts
+    included — with its DDL, measured size, keep/revert and reason. ``done``: it happened (a dry
+    run, a refusal or a failure did not); ``kept`` is judged only for a build that happened."""
     rows = []
     for name, data in targets(record):
-        sizes = _sizes(data)
-        ddl_by_name = _dict(_dict(data.get("advise")).get("ddl"))
-        judged = {d.get("index"): d for d in (_dict(x) for x in _list(_dict(data.get("judge")).get("indexes")))}
-        for ddl in (_dict(x) for x in _list(data.get("create_index"))):
-            index = ddl.get("index", "")
-            decision = _dict(judged.get(index))
+        r = results(data)
+        advice: Advice | None = r["advise"]
+        judgement: Judgement | None = r["judge"]
+        sizes = _sizes(r)
+        for step, c in steps.index_changes(steps.TARGET_STEPS, r):
+            verdict = judgement.verdict(c.index) if judgement and c.action == "create" else None
+            kept = (verdict.keep if verdict else None) if c.action == "create" else False
             rows.append(
-                {
-                    "target": name,
-                    "action": "create",
-                    "table": ddl.get("table"),
-                    "index": index,
-                    "status": ddl.get("status"),
-                    "statement": ddl.get("statement") or ddl_by_name.get(index),
-                    "size_bytes": sizes.get(index),
-                    "duration_ms": ddl.get("duration_ms"),
-                    "attempts": ddl.get("attempts"),
-                    "error": ddl.get("error"),
-                    "kept": decision.get("keep") if decision else None,
-                    "reason": decision.get("reason"),
+                _change_row(name, step, c)
+                | {
+                    "statement": c.statement or (advice.ddl.get(c.index) if advice else None),
+                    "size_bytes": sizes.get(c.index) if c.action == "create" else None,
+                    "kept": kept if c.done else None,
+                    "reason": (verdict.reason if verdict else None) or c.reason,
                 }
             )
-        for ddl in (_dict(x) for x in _list(data.get("revert_indexes"))):
-            rows.append(
-                {
-                    "target": name,
-                    "action": "drop",
-                    "table": ddl.get("table"),
-                    "index": ddl.get("index", ""),
-                    "status": ddl.get("status"),
-                    "statement": ddl.get("statement"),
-                    "size_bytes": None,
-                    "duration_ms": ddl.get("duration_ms"),
-                    "attempts": ddl.get("attempts"),
-                    "error": ddl.get("error"),
-                    "kept": False,
-                    "reason": _dict(judged.get(ddl.get("index"))).get("reason"),
-                }
-            )
+    for _, data in canaries(record):
+        for step, c in steps.index_changes(steps.SERVICE_STEPS, results(data)):
+            rows.append(_change_row(c.target, step, c) | {"kept": False if c.done else None, "reason": c.reason})
     return rows
+
+
+def _change_row(target: str, step: steps.Step, c: Any) -> dict[str, Any]:
+    return {
+        "target": target,
+        "step": step.name,
+        "action": c.action,
+        "table": c.table,
+        "index": c.index,
+        "status": c.status,
+        "done": c.done,
+        "statement": c.statement or None,
+        "size_bytes": None,
+        "duration_ms": c.duration_ms,
+        "attempts": c.attempts,
+        "error": c.error,
+    }
 
 
 def recommendations(record: Record) -> list[dict[str, Any]]:
-    rows = []
-    for name, data in targets(record):
-        advice = _dict(data.get("advise"))
-        for rec in (_dict(x) for x in _list(advice.get("recommendations"))):
-            rows.append({"target": name, **rec})
-    return rows
+    return [
+        {"target": name, **rec}
+        for name, data in targets(record)
+        for rec in (getattr(results(data)["advise"], "recommendations", None) or ())
+    ]
 
 
 def drop_candidates(record: Record) -> list[dict[str, Any]]:
     return [
-        {"target": name, **_dict(d)}
+        {"target": name, **d}
         for name, data in targets(record)
-        for d in _list(_dict(data.get("advise")).get("drop_candidates"))
+        for d in (getattr(results(data)["advise"], "drop_candidates", None) or ())
     ]
 
 
-def canary(record: Record) -> dict[str, Any] | None:
-    """Deploy, monitoring decision with its evidence, and what followed (promote or rollback)."""
-    tasks = _dict(record.get("tasks"))
-    parts = {k: tasks.get(k) for k in ("deploy_canary", "monitor_canary", "promote", "rollback")}
-    if not any(parts.values()):
-        return None
-    monitor = _dict(parts["monitor_canary"])
+def canary_views(record: Record) -> list[dict[str, Any]]:
+    """Per Cloud Run service: deploy, the analysis' decision with its evidence, and what followed."""
+    views = []
+    for key, data in canaries(record):
+        r = results(data)
+        if not any(r[s] for s in ("deploy", "monitor", "promote", "rollback")):
+            continue
+        monitor = r["monitor"]
+        views.append(
+            {
+                "service": key,
+                "target": data.get("target"),
+                "deploy": r["deploy"].to_dict() if r["deploy"] else None,
+                "decision": monitor.decision if monitor else None,
+                "reason": monitor.reason if monitor else None,
+                "checks": monitor.checks if monitor else None,
+                "failures": monitor.failures if monitor else None,
+                "inconclusives": monitor.inconclusives if monitor else None,
+                "evidence": [_dict(e) for e in (monitor.evidence or {}).get("results") or ()] if monitor else [],
+                "history": list(monitor.history) if monitor else [],
+                "promoted": r["promote"] is not None,
+                "rolled_back": r["rollback"] is not None,
+                "promote": r["promote"].to_dict() if r["promote"] else None,
+                "rollback": r["rollback"].to_dict() if r["rollback"] else None,
+            }
+        )
+    return views
+
+
+def canary_summary(record: Record) -> dict[str, str | None]:
+    """Every service's decision and reason in one line each (for the history's run row)."""
+    views = canary_views(record)
     return {
-        "deploy": parts["deploy_canary"],
-        "decision": monitor.get("decision"),
-        "reason": monitor.get("reason"),
-        "checks": monitor.get("checks"),
-        "failures": monitor.get("failures"),
-        "inconclusives": monitor.get("inconclusives"),
-        "evidence": [_dict(r) for r in _list(_dict(monitor.get("evidence")).get("results"))],
-        "history": _list(monitor.get("history")),
-        "promoted": parts["promote"] is not None,
-        "rolled_back": parts["rollback"] is not None,
-        "promote": parts["promote"],
-        "rollback": parts["rollback"],
+        "decision": ", ".join(f"{v['service']}: {v['decision']}" for v in views if v["decision"]) or None,
+        "reason": "; ".join(f"{v['service']}: {v['reason']}" for v in views if v["reason"]) or None,
     }
 
 
 def outcome(record: Record) -> str:
-    """One word for the run: no_go, failed, rolled_back, promoted, kept, reverted, no_change, incomplete;
-    prefixed "dry_run:" when nothing was changed on purpose."""
-    decision = (gate(record) or {}).get("decision")
+    """One word for the run: no_go, failed, rolled_back, promoted, kept, reverted, dropped, no_change,
+    incomplete; prefixed "dry_run:" when nothing was changed on purpose."""
+    result = gate(record)
     changes = index_changes(record)
-    can = canary(record) or {}
-    if decision == "NO-GO":
+    views = canary_views(record)
+    builds = [c for c in changes if c["action"] == "create" and c["step"] == "create_index"]
+    if result is not None and result.decision == "NO-GO":
         word = "no_go"
     elif any(c["status"] == "failed" for c in changes):
         word = "failed"
-    elif can.get("rolled_back"):
+    elif any(v["rolled_back"] for v in views):
         word = "rolled_back"
-    elif can.get("promoted"):
+    elif any(v["promoted"] for v in views):
         word = "promoted"
-    elif any(c["kept"] for c in changes if c["action"] == "create"):
+    elif any(c["kept"] for c in builds):
         word = "kept"
-    elif any(c["action"] == "create" for c in changes):
+    elif any(c["done"] for c in builds):
         word = "reverted"
+    elif any(c["done"] and c["step"] == "drop_unused" for c in changes):
+        word = "dropped"
     elif any(d.get("judge") or d.get("advise") is not None for _, d in targets(record)):
         word = "no_change"
     else:

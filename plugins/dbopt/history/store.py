@@ -31,6 +31,7 @@ from dbopt.history.models import (
     Step,
     WorkloadStatement,
 )
+from dbopt.results import DONE
 
 HISTORY_URL_ENV = "DBOPT_HISTORY_URL"
 DEFAULT_HISTORY_PATH = Path(__file__).resolve().parents[3] / "var" / "history.db"
@@ -189,8 +190,8 @@ class HistoryStore:
                 raise HistoryError(f"run record: field {key!r} is missing or empty (see dbopt.run_record.collect)")
         canonical = json.dumps(record, sort_keys=True, default=str)
         data = json.loads(canonical)
-        gate = facts.gate(data) or {}
-        canary = facts.canary(data) or {}
+        gate = facts.gate(data)
+        canary = facts.canary_summary(data)
         row = {
             "plan_id": data["plan"],
             "dag_id": data["dag_id"],
@@ -199,10 +200,10 @@ class HistoryStore:
             "recorded_at": datetime.now(UTC),
             "started_at": _started(data.get("started")),
             "outcome": facts.outcome(data),
-            "gate_decision": gate.get("decision"),
-            "gate_reason": gate.get("reason"),
-            "canary_decision": canary.get("decision"),
-            "canary_reason": canary.get("reason"),
+            "gate_decision": gate.decision if gate else None,
+            "gate_reason": gate.reason if gate else None,
+            "canary_decision": canary["decision"],
+            "canary_reason": canary["reason"],
             "dry_run": facts.is_dry_run(data),
             "record": data,
         }
@@ -439,14 +440,15 @@ def _run_summary(conn: Connection, run_pk: int) -> dict[str, Any]:
     bench = conn.execute(
         select(BenchFigure.before_median_ms, BenchFigure.after_median_ms).where(BenchFigure.run_pk == run_pk)
     ).all()
-    created = [c for c in changes if c.action == "create"]
+    # only what happened counts: a dry run's or a refused build's row says what would have been done
+    created = [c for c in changes if c.action == "create" and c.status in DONE]
     return {
         "workload_calls": int(calls),
         "workload_total_ms": float(total),
         "workload_mean_ms": float(total) / int(calls) if calls else None,
-        "indexes_created": sum(c.status in ("created", "exists", "dry_run") for c in created),
+        "indexes_created": len(created),
         "indexes_kept": sum(bool(c.kept) for c in created),
-        "indexes_reverted": sum(c.action == "drop" and c.status in ("dropped", "dry_run") for c in changes),
+        "indexes_reverted": sum(c.action == "drop" and c.status == "dropped" for c in changes),
         "bench_before_medians": [b.before_median_ms for b in bench if b.before_median_ms is not None],
         "bench_after_medians": [b.after_median_ms for b in bench if b.after_median_ms is not None],
     }

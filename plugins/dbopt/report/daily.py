@@ -2,7 +2,7 @@
 
 Per plan: the day's runs and their outcome, the newest health gate, indexes kept and reverted, the
 canary, and the workload's week-over-week change; then the scaling DAG's changes; then charts (the
-weekly trend of every plan, and before/after latency of the day's runs).
+weekly trend of every plan, and before/after latency of each plan's newest run of the day).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from dbopt.report.mail import HtmlEmail, content_id
 from dbopt.report.render import render
 
 TREND_WEEKS = 8
-MAX_RUN_CHARTS = 6  # an e-mail stays readable (and small) on a busy day
 
 
 @dataclass(frozen=True)
@@ -128,10 +127,15 @@ def build_daily_report(
     trend_png = trend_chart(trends, f"Workload latency per week (last {TREND_WEEKS} weeks)")
     if trend_png:
         images["trend"] = trend_png
-    for run, row in list(zip(runs, run_rows, strict=True))[-MAX_RUN_CHARTS:]:
+    # one chart per plan, its newest run with a benchmark: a busy day does not make a long e-mail
+    charted: set[str] = set()
+    for run, row in reversed(list(zip(runs, run_rows, strict=True))):
+        if row["plan"] in charted:
+            continue
         png = latency_chart(facts.bench_rows(run["record"]), f"{row['plan']} {row['run_id']}: before / after")
         if png:
             images[row["chart"]] = png
+            charted.add(row["plan"])
 
     day = until.astimezone(zone).strftime("%Y-%m-%d")
     scaling_rows = [

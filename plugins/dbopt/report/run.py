@@ -10,23 +10,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dbopt import steps
 from dbopt.history import facts
 from dbopt.report.charts import latency_chart, trend_chart
 from dbopt.report.mail import HtmlEmail, content_id
 from dbopt.report.render import data_uri, render
+from dbopt.results import Gate
 
-# Each target's steps in run order, with what it means when the record has no result for it.
-TARGET_STEPS = (
-    ("extract", "workload extraction"),
-    ("advise", "index advice"),
-    ("backup", "backup"),
-    ("bench_before", "benchmark before the change"),
-    ("create_index", "index builds"),
-    ("verify", "plan verification (EXPLAIN)"),
-    ("bench_after", "benchmark after the change"),
-    ("judge", "keep/revert decision"),
-    ("revert_indexes", "revert of unhelpful indexes"),
-)
 FIGURE_KEYS = ("target", "rule", "metric", "scope", "value", "op", "threshold", "limit", "relative_to", "verdict",
                "reason", "samples", "requests")  # fmt: skip
 EVIDENCE_KEYS = ("rule", "description", "value", "limit", "verdict", "reason", "samples")
@@ -47,7 +37,7 @@ def _arm_method(bench: Any) -> str | None:
 
 
 def _comparison_method(judge: Any) -> str | None:
-    comparison = judge.get("comparison") if isinstance(judge, Mapping) else None
+    comparison = judge.comparison if judge is not None else None
     if not isinstance(comparison, Mapping):
         return None
     min_effect, alpha = comparison.get("min_effect"), comparison.get("alpha")
@@ -60,18 +50,26 @@ def _comparison_method(judge: Any) -> str | None:
     return f"{comparison.get('design', 'before_after')}: {comparison.get('method', '')}{rule}"
 
 
+def _steps(declared: list[steps.Step], data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each declared step of a scope: whether the record has its result, and why not when it said."""
+    skipped = data.get("skipped") if isinstance(data.get("skipped"), Mapping) else {}
+    return [
+        {"step": s.name, "what": s.title, "ran": data.get(s.name) is not None, "skipped": skipped.get(s.name)}
+        for s in declared
+        if s.name in data
+    ]
+
+
 def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> dict[str, Any]:
-    advise = data.get("advise") if isinstance(data.get("advise"), Mapping) else {}
+    r = facts.results(data)
+    advise, judge, verify, backup = r["advise"], r["judge"], r["verify"], r["backup"]
     statements = [s for s in facts.statements(record) if s["target"] == name]
-    texts = {q.get("name"): q.get("query") or (q.get("sql") or [""])[0] for q in advise.get("queries") or []}
+    texts = {q.get("name"): q.get("query") or (q.get("sql") or [""])[0] for q in (advise.queries if advise else ())}
     return {
         "name": name,
         "dialect": data.get("dialect", "?"),
         "conn_id": data.get("conn_id", "?"),
-        "steps": [
-            {"step": s, "what": what, "ran": data.get(s) is not None, "needed": _needed(s, data)}
-            for s, what in TARGET_STEPS
-        ],
+        "steps": _steps(steps.TARGET_STEPS, data),
         "statements": [_pick(s, STATEMENT_KEYS) for s in statements[:TOP_STATEMENTS]],
         "statements_total": len(statements),
         "workload_source": next((s.get("source") for s in statements if s.get("source")), None),
@@ -82,8 +80,8 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
         ],
         "before_method": _arm_method(data.get("bench_before")),
         "after_method": _arm_method(data.get("bench_after")),
-        "comparison_method": _comparison_method(data.get("judge")),
-        "decision": (data.get("judge") or {}).get("decision") if isinstance(data.get("judge"), Mapping) else None,
+        "comparison_method": _comparison_method(judge),
+        "decision": judge.decision if judge else None,
         "indexes": [c for c in facts.index_changes(record) if c["target"] == name],
         "recommendations": [
             _pick(r, ("table", "columns", "method", "reason"))
@@ -95,39 +93,43 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
             for d in facts.drop_candidates(record)
             if d["target"] == name
         ],
-        "preexisting": len(advise.get("preexisting") or []),
-        "backup": _pick(data["backup"], ("kind", "path", "verified", "detail")) if data.get("backup") else None,
-        "verify_method": (data.get("verify") or {}).get("method") if isinstance(data.get("verify"), Mapping) else None,
+        "preexisting": len(advise.preexisting) if advise else 0,
+        "backup": _pick(backup.to_dict(), ("kind", "path", "verified", "detail")) if backup else None,
+        "verify_method": verify.method if verify else None,
         "chart": f"latency-{name}",
     }
 
 
-def _needed(step: str, data: Mapping[str, Any]) -> bool:
-    """A revert runs only when the judge found something to revert: its absence otherwise is normal."""
-    if step == "revert_indexes":
-        judge = data.get("judge")
-        return not isinstance(judge, Mapping) or bool(judge.get("revert"))
-    return True
+def _canaries(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every Cloud Run service's canary, with its steps (a skipped one says why)."""
+    views = {v["service"]: v for v in facts.canary_views(record)}
+    return [
+        views[key]
+        | {
+            "evidence": [_pick(e, EVIDENCE_KEYS) for e in views[key]["evidence"]],
+            "steps": _steps(steps.SERVICE_STEPS, data),
+        }
+        for key, data in facts.canaries(record)
+        if key in views
+    ]
 
 
-def _canary(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    canary = facts.canary(record)
-    return canary and canary | {"evidence": [_pick(e, EVIDENCE_KEYS) for e in canary["evidence"]]}
-
-
-def _notes(record: Mapping[str, Any], gate: dict[str, Any] | None, targets: list[dict[str, Any]]) -> list[str]:
+def _notes(record: Mapping[str, Any], gate: Gate | None, targets: list[dict[str, Any]]) -> list[str]:
     """What the reader must know to read the figures right (what did not run, and why it may not have)."""
     notes = []
     if facts.is_dry_run(record):
         notes.append("Dry run: nothing was changed; DDL shown is what would have run.")
     if gate is None:
         notes.append("The health check has no result (it did not run or failed): no GO/NO-GO figures.")
-    elif gate.get("decision") == "NO-GO":
+    elif gate.decision == "NO-GO":
         notes.append("NO-GO: the run stopped at the health gate; no database was changed.")
     for t in targets:
-        missing = [s["what"] for s in t["steps"] if s["needed"] and not s["ran"]]
-        if missing and (gate or {}).get("decision") != "NO-GO":
-            notes.append(f"{t['name']}: no result from {', '.join(missing)} (skipped, failed or not reached).")
+        said = [f"{s['what']} skipped: {s['skipped']}" for s in t["steps"] if s["skipped"]]
+        missing = [s["what"] for s in t["steps"] if not s["ran"] and not s["skipped"]]
+        if said:
+            notes.append(f"{t['name']}: " + "; ".join(said) + ".")
+        if missing and (gate is None or gate.decision != "NO-GO"):
+            notes.append(f"{t['name']}: no result from {', '.join(missing)} (failed or not reached).")
     return notes
 
 
@@ -143,10 +145,10 @@ def run_view(record: Mapping[str, Any]) -> dict[str, Any]:
         "outcome": facts.outcome(record),
         "dry_run": facts.is_dry_run(record),
         "params": {k: v for k, v in (record.get("params") or {}).items() if v not in (None, False)},
-        "gate": gate,
+        "gate": gate.to_dict() if gate else None,
         "figures": [_pick(f, FIGURE_KEYS) for f in facts.gate_figures(record)],
         "targets": targets,
-        "canary": _canary(record),
+        "canaries": _canaries(record),
         "notes": _notes(record, gate, targets),
         "workload": facts.workload_latency(record),
         "trend_chart": "trend",

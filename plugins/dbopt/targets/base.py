@@ -258,6 +258,8 @@ class Target(ABC):
     """
 
     dialect: ClassVar[Dialect]
+    # where the workload comes from when the plan says ``source: auto``
+    workload_source: ClassVar[str]
 
     @abstractmethod
     def close(self) -> None: ...

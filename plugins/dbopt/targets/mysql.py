@@ -59,6 +59,7 @@ class _LockBusy(Exception):
 
 class MySQLTarget(Target):
     dialect = "mysql"
+    workload_source = "performance_schema"
     _preparer: ClassVar = MySQLDialect(paramstyle="qmark").identifier_preparer  # no "%%": names go out unformatted
 
     def __init__(self, url: URL) -> None:

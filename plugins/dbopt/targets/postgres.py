@@ -185,6 +185,7 @@ def _connect_params(url: URL) -> dict[str, Any]:
 
 class PostgresTarget(Target):
     dialect: ClassVar[Dialect] = "postgres"
+    workload_source: ClassVar[str] = "pg_stat_statements"
 
     def __init__(self, url: URL | str) -> None:
         self._params = _connect_params(make_url(url))

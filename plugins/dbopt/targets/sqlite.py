@@ -53,6 +53,7 @@ class _Locked(Exception):
 
 class SQLiteTarget(Target):
     dialect: ClassVar[Dialect] = "sqlite"
+    workload_source: ClassVar[str] = "querylog"
     BUSY_TIMEOUT_S: ClassVar[float] = 5.0  # for everything but DDL, which uses its lock_timeout_s
 
     def __init__(self, url: URL | str, *, sample_rows: int = 20000) -> None:
