@@ -112,3 +112,21 @@ def test_daily_dag_skips_sending_when_nothing_is_new(smtp_inbox: Inbox, tmp_path
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {"send_daily_report": "skipped"} and run.state == "success"
     assert smtp_inbox.messages == []
+
+
+def test_a_dry_run_counts_as_no_change_and_each_plan_gets_one_chart(tmp_path, measured):
+    """A dry run builds and drops nothing: it adds nothing to built / kept / reverted, and a day with
+    several runs of a plan charts only the newest one."""
+    dry = measured_record(tmp_path, "manual__2026-11-23T10:00:00+09:00", dry_run=True)
+    assert {c["status"] for c in dry["targets"]["shop"]["create_index"]} == {"dry_run"}
+    with HistoryStore(f"sqlite:///{tmp_path / 'history.db'}") as store:
+        store.record_run(measured)
+        store.record_run(dry)
+        report = build_daily_report(store, datetime.now(UTC), tz="Asia/Seoul")
+    runs = {r["run_id"]: r for r in report.runs}
+    assert runs[dry["run_id"]]["outcome"] == "dry_run:no_change"
+    assert (runs[dry["run_id"]]["created"], runs[dry["run_id"]]["kept"], runs[dry["run_id"]]["reverted"]) == (0, 0, 0)
+    (orders,) = report.plans
+    assert (orders["kept"], orders["reverted"]) == (1, 1)  # the measured run's only
+    charts = [cid for cid in report.email.images if cid != "trend@dbopt"]
+    assert charts == [f"{runs[dry['run_id']]['chart']}@dbopt"]  # the newest run of the plan

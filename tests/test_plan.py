@@ -128,3 +128,42 @@ def test_canary_reads_cloud_monitoring_when_the_plan_says_so():
     metrics = sensor.sources["metrics"]
     assert metrics["kind"] == "cloud_monitoring" and metrics["service"] == "ion-api"
     assert metrics["project"] == "ion-mentoring" and "new_revision" in metrics["scopes"]["canary"]
+
+
+def test_names_airflow_cannot_use_are_plan_errors():
+    """A target named like a table with a space passed validation, then took every weekly DAG down."""
+    (msg,) = problems(WEEK17.replace("name: ion-primary", "name: work logs"))
+    assert msg.startswith("line 17: targets.0.name: 'work logs' cannot be a target name")
+    assert "letters, digits, '_' and '-'" in msg and "e.g. 'work_logs'" in msg
+    (msg,) = problems(WEEK17.replace("{name: ion-api, region: us-central1}", "{name: ion api, region: us-central1}"))
+    assert "deploy.services.0.name" in msg and "cannot be a Cloud Run service name" in msg
+
+
+def test_a_service_of_a_plan_with_several_targets_names_its_database():
+    two = WEEK17.replace("targets:\n", "targets:\n  - {name: archive, conn_id: archive_pg, dialect: postgres}\n", 1)
+    (msg,) = problems(two)
+    assert "deploy.services ion-api" in msg and "target: NAME" in msg
+    plan = parse_plan(two.replace("region: us-central1}", "region: us-central1, target: archive}"))
+    assert plan.service_target(plan.deploy.services[0]) == "archive"
+    (msg,) = problems(two.replace("region: us-central1}", "region: us-central1, target: nope}"))
+    assert "target 'nope' is not a target of the plan" in msg
+
+
+def test_dag_file_isolates_any_error_while_building_one_plans_dag(tmp_path, monkeypatch):
+    """Not only plan errors: whatever fails while one plan's DAG is built (here two services whose task
+    groups collide) becomes that plan's broken-plan DAG, and the other plans keep theirs."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "week17.yaml").write_text(WEEK17)
+    twins = "{name: ion-api, region: us-central1}\n    - {name: ion_api, region: us-central1}"
+    (tmp_path / "twins.yaml").write_text(
+        WEEK17.replace("id: week17", "id: twins").replace("{name: ion-api, region: us-central1}", twins)
+    )
+    monkeypatch.setenv("DBOPT_PLANS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(PLANS.parents[1] / "dags" / "dbopt_weekly.py"))
+    assert bag.import_errors == {}
+    assert {"dbopt_week17", "dbopt_twins"} <= set(bag.dags)
+    broken = bag.dags["dbopt_twins"]
+    assert "invalid-plan" in broken.tags and "could not be built" in broken.doc_md
+    assert [t.task_id for t in broken.tasks] == ["plan_error"]
+    assert len(bag.dags["dbopt_week17"].tasks) > 10

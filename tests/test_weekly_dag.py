@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from dbopt.demo_data import generate, replay
+from dbopt.history import facts
 from dbopt.targets import open_target
 from tests.dag_runs import connection_env, dbopt_indexes, plan_yaml, run_plan, states
 
@@ -109,7 +110,7 @@ benchmark:
     assert evidence["name"] == "approved" and 0 <= evidence["result"]["p_value"] <= 1
     assert evidence["result"]["ci_low"] <= evidence["result"]["median_ratio"] <= evidence["result"]["ci_high"]
     assert "no benchmark query uses it" in decision["reason"]
-    assert [r["status"] for r in db["revert_indexes"]] == ["dropped"]
+    assert [r["status"] for r in db["revert_indexes"]["indexes"]] == ["dropped"]
     assert decision["index"] not in dbopt_indexes(sqlite_demo)
 
 
@@ -196,8 +197,13 @@ def test_allowed_drops_remove_only_redundant_indexes(sqlite_demo, tmp_path, monk
     text = plan_yaml("t_drops", "sqlite").replace("retries: 1}", "retries: 1, allow_drops: true}")
     run, record = run_plan(text, sqlite_demo, tmp_path, monkeypatch)
     assert str(run.state) == "success", states(run)
-    dropped = record["targets"]["db"]["drop_unused"]
+    dropped = record["targets"]["db"]["drop_unused"]["indexes"]
     assert [(d["index"], d["status"]) for d in dropped if d["index"].startswith("ix_")] == [("ix_company", "dropped")]
+    # the drop is an index change of the run: in the record's facts, the history and the report
+    changes = [(c["step"], c["index"], c["done"]) for c in facts.index_changes(record)]
+    assert ("drop_unused", "ix_company", True) in changes
+    report = (next((tmp_path / "reports" / "t_drops").glob("*/report.md"))).read_text()
+    assert "ix_company" in report
     with open_target(sqlite_demo) as target:
         names = {ix.name for ix in target.indexes(["worklogs"])}
     assert "ix_company_author" in names and "ix_company" not in names
