@@ -162,6 +162,7 @@ benchmark: {from_workload: 4, iterations: 6, warmup: 1}
 deploy:
   enabled: true
   project: demo-project
+  env: {DB_POOL_SIZE: "15"}
   services:
     - {name: api, region: us-central1, target: app}
     - {name: worker, region: us-central1, target: logs}

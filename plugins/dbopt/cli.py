@@ -61,10 +61,13 @@ def _target_spec(plan: Plan, args: argparse.Namespace) -> TargetSpec:
     dialect = dialect_of(args.url)
     wanted = getattr(args, "target", None)
     for spec in plan.targets:
-        if (spec.name == wanted) if wanted else spec.dialect == dialect:
-            if spec.dialect != dialect:
+        if wanted and spec.name != wanted:
+            continue
+        if spec.dialect != dialect:
+            if wanted:
                 raise ValueError(f"--target {wanted}: the plan's target is {spec.dialect}, the URL is {dialect}")
-            return spec
+            continue
+        return spec
     names = ", ".join(f"{t.name} ({t.dialect})" for t in plan.targets)
     asked = f"--target {wanted}" if wanted else dialect
     raise ValueError(f"no target of the plan matches {asked}: the plan's targets are {names}")

@@ -9,11 +9,9 @@ what it checked, for the run's report.
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,6 +22,7 @@ from sqlglot.errors import SqlglotError
 from dbopt.advisor.select import estimated_size
 from dbopt.plan import MaintenanceWindow, Plan
 from dbopt.targets.base import Data, Dialect, HealthFigures, IndexSpec, Target, TargetError
+from dbopt.targets.dialects import traits
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -149,48 +148,11 @@ class DiskSpace(Data):
     database_bytes: int | None = None
 
 
-def _is_local(address: str | None) -> bool:
-    """A Unix socket (None/'localhost') or a loopback address: the server's files are on this machine."""
-    if address in (None, "", "localhost"):
-        return True
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address  # MySQL's "host:port"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _data_directory(target: Target) -> tuple[str | None, int | None]:
-    """(the server's data directory if it is on this machine and readable, the database's size)."""
-    try:
-        if target.dialect == "postgres":
-            address, size = target.execute("SELECT host(inet_server_addr()), pg_database_size(current_database())")[0]
-            if not _is_local(address):
-                return None, size
-            # needs superuser or pg_read_all_settings; without it the configured cap applies
-            return target.execute("SELECT current_setting('data_directory')")[0][0], size
-        rows = target.execute("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
-        size = target.execute(
-            "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
-        )[0][0]
-        size = None if size is None else int(size)
-        if not rows or not _is_local(rows[0][0]):
-            return None, size
-        return target.execute("SELECT @@datadir")[0][0], size
-    except TargetError:
-        return None, None
-
-
 def disk_space(target: Target) -> DiskSpace | None:
     """Free and total bytes where the target keeps its data; None when that is not readable from here."""
-    if target.dialect == "sqlite":
-        path: Path = Path(target.path).parent  # type: ignore[attr-defined]
-        size = Path(target.path).stat().st_size  # type: ignore[attr-defined]
-    else:
-        directory, size = _data_directory(target)
-        if directory is None:
-            return None
-        path = Path(directory)
+    path, size = target.data_location()
+    if path is None:
+        return None
     try:
         usage = shutil.disk_usage(path)
     except OSError:
@@ -200,7 +162,8 @@ def disk_space(target: Target) -> DiskSpace | None:
 
 def estimate_index_bytes(target: Target, spec: IndexSpec) -> int:
     """The advisor's size estimate for ``spec`` from the table's current statistics."""
-    table = f"{spec.schema}.{spec.table}" if spec.schema and target.dialect == "postgres" else spec.table
+    qualified = spec.schema and traits(target.dialect).schema_qualified_stats
+    table = f"{spec.schema}.{spec.table}" if qualified else spec.table
     stats = target.table_stats([table])[table]
     return estimated_size(spec, stats, target.dialect)
 
@@ -274,7 +237,7 @@ def _index_problem(tree: exp.Expression, dialect: Dialect) -> str | None:
         if tree.args.get("cascade"):
             return "DROP INDEX … CASCADE would drop the objects that depend on the index"
         return None
-    if isinstance(tree, exp.Alter) and dialect == "mysql":
+    if isinstance(tree, exp.Alter) and traits(dialect).alter_table_index_ddl:
         if tree.kind != "TABLE":
             return f"ALTER {tree.kind} is not ALTER TABLE"
         for action in tree.args.get("actions") or []:

@@ -48,11 +48,7 @@ class MissingGrant(Data):
 def check_privileges(target: Target, tables: Iterable[str] | None = None) -> list[MissingGrant]:
     """The grants ``target``'s user lacks for dbopt's work on ``tables`` (None: every user table)."""
     wanted = None if tables is None else list(tables)
-    if target.dialect == "postgres":
-        return _postgres(target, wanted)
-    if target.dialect == "mysql":
-        return _mysql(target, wanted)
-    return _sqlite(target)
+    return target.missing_grants(wanted)
 
 
 def require_privileges(target: Target, tables: Iterable[str] | None = None) -> None:
@@ -75,7 +71,7 @@ ORDER BY 1, 2
 """
 
 
-def _postgres(target: Target, tables: list[str] | None) -> list[MissingGrant]:
+def missing_postgres(target: Target, tables: list[str] | None) -> list[MissingGrant]:
     user, database, superuser, stats_reader = target.execute(
         "SELECT current_user, current_database(), (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
         " pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')"
@@ -217,7 +213,7 @@ def _backticks(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _mysql(target: Any, tables: list[str] | None) -> list[MissingGrant]:
+def missing_mysql(target: Any, tables: list[str] | None) -> list[MissingGrant]:
     user, database = target.execute("SELECT CURRENT_USER(), DATABASE()")[0]
     name, _, host = user.rpartition("@")
     who = f"{_backticks(name)}@{_backticks(host)}"
@@ -239,7 +235,7 @@ def _mysql(target: Any, tables: list[str] | None) -> list[MissingGrant]:
 # --- SQLite -----------------------------------------------------------------------------------
 
 
-def _sqlite(target: Any) -> list[MissingGrant]:
+def missing_sqlite(target: Any) -> list[MissingGrant]:
     path = Path(target.path)
     missing = []
     for what, place in (("the database file", path), ("its directory", path.parent)):

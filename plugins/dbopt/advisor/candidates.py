@@ -15,6 +15,7 @@ from dbopt.advisor.policy import AdvisorPolicy
 from dbopt.advisor.selectivity import eq_selectivity, is_unselective, top_frequency
 from dbopt.targets.base import Data, Dialect, IndexInfo, IndexSpec, TableStats
 from dbopt.targets.common import covers
+from dbopt.targets.dialects import traits
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _with_covering(
     complete = {*usage.equality, *usage.join} <= set(columns)  # only a full-key index is worth widening
     if usage.all_columns or not complete or not extra or len(extra) > policy.max_include_columns:
         return [plain]
-    if dialect == "postgres" and policy.allow_include:
+    if traits(dialect).include_columns and policy.allow_include:
         return [plain, IndexSpec(table=usage.table, columns=columns, descending=descending, include=extra)]
     if len(columns) + len(extra) > policy.max_key_columns:
         return [plain]

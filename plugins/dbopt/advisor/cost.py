@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from dbopt.advisor.parse import ParsedStatement, TableUsage
 from dbopt.advisor.selectivity import RANGE_SELECTIVITY, eq_selectivity
 from dbopt.targets.base import Explain, IndexInfo, IndexSpec, TableStats, Target
+from dbopt.targets.dialects import traits
 
 FETCH_FACTOR = 3.0
 SORT_FACTOR = 0.1
@@ -96,16 +97,17 @@ class Coster:
         prices them, so the heuristic with every candidate used is a bound; MySQL's estimate is that
         heuristic. PostgreSQL's planner prices its own plans: None.
         """
-        if self.target.dialect == "postgres":
+        if traits(self.target.dialect).whatif == "priced":
             return None
         return heuristic_cost(parsed, self.stats, self.existing + [_Key.of(s) for s in hypothetical])
 
     def _cost(self, text: str, parsed: ParsedStatement, hypothetical: Sequence[IndexSpec]) -> Estimate:
-        if self.target.dialect == "postgres":
+        whatif = traits(self.target.dialect).whatif
+        if whatif == "priced":
             plan = self._plan(text, hypothetical)
             if plan is not None and plan.total_cost is not None:
                 return Estimate(plan.total_cost, "hypopg", frozenset(plan.indexes_used()))
-        elif self.target.dialect == "sqlite" and hypothetical:
+        elif whatif == "used" and hypothetical:
             plan = self._plan(text, hypothetical)
             if plan is not None:
                 # the planner decides which candidates it would use; the model prices them

@@ -15,6 +15,7 @@ import sqlglot
 from sqlglot import exp
 
 from dbopt.targets.base import Data, Dialect
+from dbopt.targets.dialects import traits
 
 
 class ParseFailure(ValueError):
@@ -64,7 +65,7 @@ _MYSQL_ELLIPSIS = re.compile(r"\(\s*\.\.\.\s*\)")
 
 def parse_sql(text: str, dialect: Dialect) -> exp.Expression:
     """One statement's syntax tree; raises ParseFailure with sqlglot's reason."""
-    text = _PG_PARAM.sub(r" $\1", text) if dialect == "postgres" else _MYSQL_ELLIPSIS.sub("(?)", text)
+    text = _PG_PARAM.sub(r" $\1", text) if traits(dialect).numbered_params else _MYSQL_ELLIPSIS.sub("(?)", text)
     try:
         trees = [t for t in sqlglot.parse(text, read=dialect) if t is not None]
     except sqlglot.errors.SqlglotError as err:
@@ -83,7 +84,7 @@ def table_names(tree: exp.Expression, dialect: Dialect) -> set[str]:
     for t in tree.find_all(exp.Table):
         if t.name and t.name.lower() not in ctes:
             quoted = isinstance(t.this, exp.Identifier) and t.this.quoted
-            out.add(t.name.lower() if dialect == "postgres" and not quoted else t.name)
+            out.add(t.name.lower() if traits(dialect).lower_case_names and not quoted else t.name)
     return out
 
 

@@ -37,11 +37,11 @@ from dbopt.advisor.parse import ParsedStatement
 from dbopt.advisor.policy import AdvisorPolicy
 from dbopt.targets.base import Dialect, IndexSpec, Statement, TableStats, TargetError
 from dbopt.targets.common import covers
+from dbopt.targets.dialects import traits
 
 # Bytes per index entry besides the key values: PostgreSQL 8-byte tuple header (holds the heap TID)
 # + 4-byte line pointer + alignment; InnoDB record header + a copy of the primary key; SQLite cell
 # pointer + record header + rowid.
-ENTRY_OVERHEAD = {"postgres": 16, "mysql": 20, "sqlite": 12}
 LEAF_FILL = 0.9  # btree leaves are ~90% full after a build (PostgreSQL's default fillfactor)
 MIN_COLUMN_WIDTH, MAX_COLUMN_WIDTH, DEFAULT_COLUMN_WIDTH = 4, 64, 8
 
@@ -58,7 +58,7 @@ def estimated_size(spec: IndexSpec, stats: TableStats, dialect: Dialect) -> int:
         width = min(max(width, MIN_COLUMN_WIDTH), MAX_COLUMN_WIDTH)
     else:
         width = DEFAULT_COLUMN_WIDTH
-    entry = width * (len(spec.columns) + len(spec.include)) + ENTRY_OVERHEAD[dialect]
+    entry = width * (len(spec.columns) + len(spec.include)) + traits(dialect).index_entry_overhead
     return int(rows * entry / LEAF_FILL)
 
 

@@ -9,25 +9,22 @@ from airflow.sdk import BaseHook
 from sqlalchemy.engine import URL
 
 from dbopt.targets import Target, open_target
-
-_SCHEMES = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql",
-            "sqlite": "sqlite"}  # fmt: skip
+from dbopt.targets.dialects import for_conn_type
 
 
 def connection_url(conn: Any) -> URL:
     """SQLAlchemy URL of an Airflow connection; for SQLite the database path is the connection's host."""
-    conn_type = (conn.conn_type or "").lower()
-    if conn_type not in _SCHEMES:
+    engine = for_conn_type((conn.conn_type or "").lower())
+    if engine is None:
         raise ValueError(
             f"connection {conn.conn_id!r} has type {conn.conn_type!r}; dbopt targets need postgres, mysql or sqlite"
         )
-    scheme = _SCHEMES[conn_type]
     extra = conn.extra_dejson if conn.extra else {}
-    if scheme == "sqlite":
+    if engine.file_database:
         path = conn.host or conn.schema or ""
-        return URL.create("sqlite", database=path, query={k: str(v) for k, v in extra.items()})
+        return URL.create(engine.url_scheme, database=path, query={k: str(v) for k, v in extra.items()})
     return URL.create(
-        scheme, username=conn.login or None, password=conn.password or None, host=conn.host or None,
+        engine.url_scheme, username=conn.login or None, password=conn.password or None, host=conn.host or None,
         port=conn.port or None, database=conn.schema or None,
     )  # fmt: skip
 

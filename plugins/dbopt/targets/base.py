@@ -264,6 +264,15 @@ class Target(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
+    def missing_grants(self, tables: list[str] | None) -> list[Any]:
+        """The grants this connection's user lacks for dbopt's work (``dbopt.privileges.MissingGrant``)."""
+
+    def data_location(self) -> tuple[Path | None, int | None]:
+        """Where the database keeps its files, when that is on this machine and readable (the disk
+        guardrail), and the database's size in bytes; None for what cannot be told from here."""
+        return None, None
+
     def __enter__(self) -> Target:
         return self
 

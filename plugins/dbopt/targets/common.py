@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
@@ -10,6 +11,17 @@ from typing import TypeVar
 from dbopt.targets.base import IndexInfo, Target
 
 T = TypeVar("T")
+
+
+def is_local_address(address: str | None) -> bool:
+    """A Unix socket (None/'localhost') or a loopback address: the server's files are on this machine."""
+    if address in (None, "", "localhost"):
+        return True
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address  # MySQL's "host:port"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _keys(ix: IndexInfo) -> tuple[tuple[str, bool], ...]:

@@ -40,7 +40,7 @@ from dbopt.targets.base import (
     WorkloadFilter,
     timestamp,
 )
-from dbopt.targets.common import mark_redundant, sampled_column_stats, with_retries
+from dbopt.targets.common import is_local_address, mark_redundant, sampled_column_stats, with_retries
 from dbopt.targets.mysql_plan import reduce_plan, reduce_tabular
 from dbopt.targets.mysql_text import bind_placeholders, is_workload_sql
 
@@ -60,6 +60,25 @@ class _LockBusy(Exception):
 class MySQLTarget(Target):
     dialect = "mysql"
     workload_source = "performance_schema"
+
+    def missing_grants(self, tables: list[str] | None) -> list[Any]:
+        from dbopt.privileges import missing_mysql
+
+        return missing_mysql(self, tables)
+
+    def data_location(self) -> tuple[Path | None, int | None]:
+        try:
+            rows = self.execute("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
+            size = self.execute(
+                "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+            )[0][0]
+            size = None if size is None else int(size)
+            if not rows or not is_local_address(rows[0][0]):
+                return None, size
+            return Path(self.execute("SELECT @@datadir")[0][0]), size
+        except TargetError:
+            return None, None
+
     _preparer: ClassVar = MySQLDialect(paramstyle="qmark").identifier_preparer  # no "%%": names go out unformatted
 
     def __init__(self, url: URL) -> None:

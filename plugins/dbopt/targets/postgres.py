@@ -40,7 +40,7 @@ from dbopt.targets.base import (
     WorkloadFilter,
     timestamp,
 )
-from dbopt.targets.common import mark_redundant, with_retries
+from dbopt.targets.common import is_local_address, mark_redundant, with_retries
 from dbopt.targets.postgres_plan import plan_to_explain
 
 DEFAULT_SCHEMA = "public"
@@ -186,6 +186,21 @@ def _connect_params(url: URL) -> dict[str, Any]:
 class PostgresTarget(Target):
     dialect: ClassVar[Dialect] = "postgres"
     workload_source: ClassVar[str] = "pg_stat_statements"
+
+    def missing_grants(self, tables: list[str] | None) -> list[Any]:
+        from dbopt.privileges import missing_postgres
+
+        return missing_postgres(self, tables)
+
+    def data_location(self) -> tuple[Path | None, int | None]:
+        try:
+            address, size = self.execute("SELECT host(inet_server_addr()), pg_database_size(current_database())")[0]
+            if not is_local_address(address):
+                return None, size
+            # needs superuser or pg_read_all_settings; without it the configured cap applies
+            return Path(self.execute("SELECT current_setting('data_directory')")[0][0]), size
+        except TargetError:
+            return None, None
 
     def __init__(self, url: URL | str) -> None:
         self._params = _connect_params(make_url(url))

@@ -54,6 +54,15 @@ class _Locked(Exception):
 class SQLiteTarget(Target):
     dialect: ClassVar[Dialect] = "sqlite"
     workload_source: ClassVar[str] = "querylog"
+
+    def missing_grants(self, tables: list[str] | None) -> list[Any]:
+        from dbopt.privileges import missing_sqlite
+
+        return missing_sqlite(self)
+
+    def data_location(self) -> tuple[Path | None, int | None]:
+        return self.path.parent, self.path.stat().st_size
+
     BUSY_TIMEOUT_S: ClassVar[float] = 5.0  # for everything but DDL, which uses its lock_timeout_s
 
     def __init__(self, url: URL | str, *, sample_rows: int = 20000) -> None:
