@@ -7,6 +7,10 @@ Files live in include/demo (schema_*.sql, data_*.sql, workload.yaml). Typical us
     concrete_queries(None, 5, dialect="postgres")  # benchmark statements with real values
 
 CLI: ``python -m dbopt.demo_data generate URL --scale S`` and ``replay URL --statements N``.
+
+This package plays the application, not dbopt: it talks to each driver itself (untagged, as an
+application does), so its ``dialect ==`` branches are the demo's own SQL and drivers, outside the
+``Target`` abstraction on purpose.
 """
 
 from __future__ import annotations
