@@ -1,8 +1,8 @@
 """One weekly optimization DAG per plan file in include/plans/ (or $DBOPT_PLANS_DIR).
 
 Parsing only reads the YAML files: no database or network call happens here. A worker running one
-task builds only its own DAG (get_parsing_context); an invalid plan becomes a DAG showing its error,
-and the other plans are unaffected.
+task builds only its own DAG (get_parsing_context); an invalid plan, or any error while building its
+DAG, becomes a DAG showing that error, and the other plans are unaffected.
 """
 
 from __future__ import annotations

@@ -1,15 +1,22 @@
-"""Build the weekly optimization DAG of one plan (Airflow layer over ``dbopt.pipeline``).
+"""Build the weekly optimization DAG of one plan (Airflow layer over ``dbopt.steps``).
 
-health_check → go_no_go ──NO-GO───────────────────────────────────────────────────┐
-    └─GO→ per target (task group):                                              │
-          extract → advise → [cloud_sql_backup] → backup → bench_before         │
-          → to_build → create_index[mapped] → verify → bench_after → judge       │
-          → keep_or_revert → revert_indexes | keep_indexes → done [→ drop_unused] │
-    → canary_gate → per Cloud Run service (task group, only when the plan deploys): │
-          deploy → shift_traffic → monitor → promote_or_rollback                 │
-          → promote | rollback [→ revert_indexes_after_rollback]                 │
-    → report (always runs) ←─────────────────────────────────────────────────────┘
-failed_run_watcher fails the run when any task failed (the report itself always succeeds).
+The tasks come from the step declaration: one task per declared step, in its scope's task group,
+wired by the results each step reads (``needs``) and the steps it follows (``after``)::
+
+    health_check → go_no_go ──NO-GO──────────────────────────────────────────────────┐
+        └─GO→ per target (task group, TARGET_STEPS):                                │
+              extract → advise → [cloud_sql_backup] → backup → bench_before         │
+              → create_index[mapped over create_index_items] → verify → bench_after │
+              → judge → revert_indexes → [drop_unused] → done                       │
+        → canary_gate → per Cloud Run service (task group, SERVICE_STEPS):          │
+              deploy → shift_traffic → monitor → promote_or_rollback                │
+              → promote | rollback [→ revert_indexes_after_rollback]                │
+        → report (always runs) ←────────────────────────────────────────────────────┘
+
+A step that raises ``steps.Skip`` ends skipped, its reason kept for the record; ``done`` closes a
+target's group when nothing failed. failed_run_watcher fails the run when any task failed (the report
+itself always succeeds). Built with ``auto_register=False``: the DAG file publishes a DAG only once it
+is built whole.
 """
 
 from __future__ import annotations
