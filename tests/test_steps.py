@@ -48,7 +48,9 @@ id: full
 targets: [{name: db, conn_id: db_conn, dialect: sqlite, cloud_sql: {project: p, instance: i}}]
 indexes: {allow_drops: true}
 deploy: {enabled: true, project: p, services: [{name: api, region: us-central1}]}
-monitor: {revert_indexes_on_rollback: true, rules: [{metric: long_transactions, op: ">", threshold: 0, scope: database}]}
+monitor:
+  revert_indexes_on_rollback: true
+  rules: [{metric: long_transactions, op: ">", threshold: 0, scope: database}]
 """)
 CANARY = canary_group_id("api", "us-central1")
 # Tasks that are wiring between steps, not steps: branches, the report, the mapped step's items.
