@@ -9,6 +9,7 @@ targets on two engines and two Cloud Run services runs for real, each target wit
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,6 +31,7 @@ from dbopt.results import (
     IndexChange,
     IndexChanges,
     Judgement,
+    Result,
     RollbackReverts,
     RolloutStep,
     Verdict,
@@ -221,3 +223,34 @@ def test_two_targets_on_two_engines_and_two_services(sqlite_demo, pg_url, tmp_pa
     assert "## Target logs (sqlite)" in report and "## Target app (postgres)" in report
     assert "### api/us-central1 (database rules on app)" in report
     assert "### worker/us-central1 (database rules on logs)" in report
+
+
+@dataclass(frozen=True)
+class TableCount(Result):
+    tables: int
+
+
+def _count_tables(ctx: steps.StepContext) -> TableCount:
+    return TableCount(len(ctx.target.table_stats(["shop"])))
+
+
+def test_adding_a_step_is_one_function_and_one_declaration(monkeypatch, sqlite_url, tmp_path):
+    """What README's "Adding a step" says: the function above and one Step; the DAG, the run, the
+    record and the report pick it up."""
+    added = steps.Step("count_tables", "table count", TableCount, _count_tables, after=("drop_unused",))
+    monkeypatch.setattr(steps, "TARGET_STEPS", (*steps.TARGET_STEPS, added))
+    plan = parse_plan("id: added\ntargets: [{name: db, conn_id: db_conn, dialect: sqlite}]\n")
+    assert "db.count_tables" in {t.task_id for t in build_dag(plan, tmp_path / "added.yaml", tmp_path).tasks}
+    with open_target(sqlite_url) as target:
+        target.execute("CREATE TABLE shop (id INTEGER PRIMARY KEY)")
+        run = steps.run_target(plan, plan.targets[0], target, dry_run=False, reports_dir=tmp_path)
+    assert run.results["count_tables"] == TableCount(1)
+    spec = plan.targets[0]
+    record = {
+        "plan": "added",
+        "run_id": "manual__1",
+        "tasks": {"health_check": Gate("GO", "ok").to_dict()},
+        "targets": {"db": {"dialect": "sqlite", **run.record(steps.declared(steps.TARGET_STEPS, plan, spec))}},
+    }
+    (target_view,) = run_view(json.loads(json.dumps(record)))["targets"]
+    assert {"step": "count_tables", "what": "table count", "ran": True, "skipped": None} in target_view["steps"]

@@ -233,7 +233,10 @@ SERVICE_STEPS: tuple[Step, ...] = (
          cli_skip=AIRFLOW_ONLY),
 )  # fmt: skip
 
-SCOPES = {"run": RUN_STEPS, "target": TARGET_STEPS, "service": SERVICE_STEPS}
+
+def scope_steps(scope: str) -> tuple[Step, ...]:
+    """The declaration of a scope: "run", "target" or "service"."""
+    return {"run": RUN_STEPS, "target": TARGET_STEPS, "service": SERVICE_STEPS}[scope]
 
 
 def declared(steps: Sequence[Step], plan: Plan, spec: TargetSpec | None = None) -> list[Step]:
@@ -242,7 +245,7 @@ def declared(steps: Sequence[Step], plan: Plan, spec: TargetSpec | None = None) 
 
 
 def step(scope: str, name: str) -> Step:
-    return next(s for s in SCOPES[scope] if s.name == name)
+    return next(s for s in scope_steps(scope) if s.name == name)
 
 
 def load(steps: Sequence[Step], stored: Mapping[str, Any]) -> dict[str, Any]:
