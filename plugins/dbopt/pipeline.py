@@ -10,6 +10,7 @@ run created" is judged against the index inventory taken before the first change
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,10 @@ def workload_filter(plan: Plan) -> WorkloadFilter:
 
 def extract_workload(plan: Plan, spec: TargetSpec, target: Target) -> Workload:
     """Slow statements from the plan's source (engine statistics or a log file), filtered to the
-    target's own tables (``spec.tables``; empty: all)."""
-    flt = workload_filter(plan)
+    target's own tables (``spec.tables``; empty: all) before the plan's top N is taken."""
+    scope = {t.split(".")[-1].lower() for t in spec.tables}
+    top = workload_filter(plan)
+    flt = dataclasses.replace(top, top_n=sys.maxsize) if scope else top  # top N of this target's statements
     source = plan.workload.source if plan.workload.source != "auto" else target.workload_source
     if source == "slowlog":
         from dbopt.targets.slowlog import parse_slow_log
@@ -80,9 +83,8 @@ def extract_workload(plan: Plan, spec: TargetSpec, target: Target) -> Workload:
         statements = read_query_log(Path(plan.workload.path), flt)
     else:
         statements = target.workload(flt)
-    scope = {t.split(".")[-1].lower() for t in spec.tables}
     if scope:
-        statements = [s for s in statements if _mentions(s.query, scope)]
+        statements = [s for s in statements if _mentions(s.query, scope)][: top.top_n]
     return Workload(source, tuple(statements))
 
 
