@@ -50,18 +50,21 @@ def newest_report(since: float) -> Path | None:
 
 
 def summary(record_path: Path) -> list[str]:
+    from dbopt.history import facts
+
     record = json.loads(record_path.read_text())
-    lines = []
-    gate = record["tasks"].get("health_check") or {}
-    lines.append(f"health gate: {gate.get('decision', 'not run')} — {gate.get('reason', '')}")
-    for name, t in record["targets"].items():
-        workload = t.get("extract") or []
-        advice = t.get("advise") or {}
-        lines.append(f"[{name}] workload: {len(workload)} statements; to build: {len(advice.get('create') or [])}")
-        for ddl in t.get("create_index") or []:
-            lines.append(f"  build {ddl['index']}: {ddl['status']}")
-        for d in (t.get("judge") or {}).get("indexes", []):
-            lines.append(f"  {'KEEP  ' if d['keep'] else 'REVERT'} {d['index']}: {d['reason']}")
+    gate = facts.gate(record)
+    lines = [f"health gate: {gate.decision} — {gate.reason}" if gate else "health gate: not run"]
+    for name, data in facts.targets(record):
+        r = facts.results(data)
+        workload, advice, judge = r["extract"], r["advise"], r["judge"]
+        lines.append(
+            f"[{name}] workload: {len(workload.statements) if workload else 0} statements; "
+            f"to build: {len(advice.create) if advice else 0}"
+        )
+        lines += [f"  build {c.index}: {c.status}" for c in r["create_index"] or ()]
+        verdicts = judge.indexes if judge else ()
+        lines += [f"  {'KEEP  ' if d.keep else 'REVERT'} {d.index}: {d.reason}" for d in verdicts]
     return lines
 
 
