@@ -62,8 +62,10 @@ def test_healthy_canary_is_promoted(pg_url, standin, tmp_path, monkeypatch):
     assert str(run.state) == "success", st
     assert st[f"{group}.promote"] == "success" and st[f"{group}.rollback"] == "skipped"
     assert traffic(standin) == [("TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", 100)]
-    assert record["tasks"]["monitor_canary"]["decision"] == "promote" and record["tasks"]["promote"]
-    assert record["targets"]["db"]["extract"] == []  # an empty database: nothing to index, the canary still runs
+    canary = record["canaries"][f"{SERVICE}/{REGION}"]
+    assert canary["monitor"]["decision"] == "promote" and canary["promote"]
+    # an empty database: nothing to index, the canary still runs
+    assert record["targets"]["db"]["extract"]["statements"] == []
 
 
 def test_breaching_canary_is_rolled_back(pg_url, standin, tmp_path, monkeypatch):
@@ -120,6 +122,6 @@ monitor:
     assert st[f"{group}.rollback"] == "success" and st[f"{group}.promote"] == "skipped", st
     kept = [d["index"] for d in record["targets"]["db"]["judge"]["indexes"] if d["keep"]]
     assert kept, record["targets"]["db"]["judge"]
-    reverted = record["tasks"]["revert_indexes_after_rollback"]["db"]
+    reverted = record["canaries"][f"{SERVICE}/{REGION}"]["revert_indexes_after_rollback"]["targets"]["db"]
     assert sorted(r["index"] for r in reverted if r["status"] == "dropped") == sorted(kept)
     assert traffic(standin) == [(f"{SERVICE}-00001-abc", 100)]
