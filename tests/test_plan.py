@@ -94,21 +94,25 @@ def test_id_must_match_file_name(tmp_path):
         load_plan(tmp_path / "week18.yaml")
 
 
-def test_dag_file_shows_a_bad_plan_as_its_own_dag_and_keeps_the_others(tmp_path, monkeypatch):
+def _broken_next_to_week17(tmp_path: Path, monkeypatch, plan_id: str, text: str):
+    """Parse the weekly DAG file with week17 and one broken plan; week17 must keep its DAG."""
     from airflow.dag_processing.dagbag import DagBag
 
     (tmp_path / "week17.yaml").write_text(WEEK17)
-    (tmp_path / "broken.yaml").write_text(
-        WEEK17.replace("id: week17", "id: broken").replace("dialect: mysql", "dialect: db2")
-    )
+    (tmp_path / f"{plan_id}.yaml").write_text(text)
     monkeypatch.setenv("DBOPT_PLANS_DIR", str(tmp_path))
     bag = DagBag(dag_folder=str(PLANS.parents[1] / "dags" / "dbopt_weekly.py"))
     assert bag.import_errors == {}
-    assert {"dbopt_week17", "dbopt_broken"} <= set(bag.dags)
-    broken = bag.dags["dbopt_broken"]
-    assert "invalid-plan" in broken.tags and "targets.0.dialect" in broken.doc_md
-    assert [t.task_id for t in broken.tasks] == ["plan_error"]
+    assert {"dbopt_week17", f"dbopt_{plan_id}"} <= set(bag.dags)
     assert len(bag.dags["dbopt_week17"].tasks) > 10
+    broken = bag.dags[f"dbopt_{plan_id}"]
+    assert "invalid-plan" in broken.tags and [t.task_id for t in broken.tasks] == ["plan_error"]
+    return broken
+
+
+def test_dag_file_shows_a_bad_plan_as_its_own_dag_and_keeps_the_others(tmp_path, monkeypatch):
+    text = WEEK17.replace("id: week17", "id: broken").replace("dialect: mysql", "dialect: db2")
+    assert "targets.0.dialect" in _broken_next_to_week17(tmp_path, monkeypatch, "broken", text).doc_md
 
 
 def test_monitor_rules_need_a_metrics_source():
@@ -152,18 +156,6 @@ def test_a_service_of_a_plan_with_several_targets_names_its_database():
 def test_dag_file_isolates_any_error_while_building_one_plans_dag(tmp_path, monkeypatch):
     """Not only plan errors: whatever fails while one plan's DAG is built (here two services whose task
     groups collide) becomes that plan's broken-plan DAG, and the other plans keep theirs."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    (tmp_path / "week17.yaml").write_text(WEEK17)
     twins = "{name: ion-api, region: us-central1}\n    - {name: ion_api, region: us-central1}"
-    (tmp_path / "twins.yaml").write_text(
-        WEEK17.replace("id: week17", "id: twins").replace("{name: ion-api, region: us-central1}", twins)
-    )
-    monkeypatch.setenv("DBOPT_PLANS_DIR", str(tmp_path))
-    bag = DagBag(dag_folder=str(PLANS.parents[1] / "dags" / "dbopt_weekly.py"))
-    assert bag.import_errors == {}
-    assert {"dbopt_week17", "dbopt_twins"} <= set(bag.dags)
-    broken = bag.dags["dbopt_twins"]
-    assert "invalid-plan" in broken.tags and "could not be built" in broken.doc_md
-    assert [t.task_id for t in broken.tasks] == ["plan_error"]
-    assert len(bag.dags["dbopt_week17"].tasks) > 10
+    text = WEEK17.replace("id: week17", "id: twins").replace("{name: ion-api, region: us-central1}", twins)
+    assert "could not be built" in _broken_next_to_week17(tmp_path, monkeypatch, "twins", text).doc_md
