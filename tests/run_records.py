@@ -90,7 +90,7 @@ def measured_record(tmp_path: Path, run_id: str = "manual__2026-11-23T09:00:00+0
     with open_target(f"sqlite:///{db}") as target:
         workload = pipeline.extract_workload(PLAN, target)
         advice = pipeline.advise(PLAN, target, workload)
-        queries = pipeline.bench_queries(PLAN, workload)
+        queries = pipeline.bench_queries(PLAN, workload, target.dialect)
         advice["queries"] = queries  # the advise task returns them too
         before = pipeline.benchmark(PLAN, target, queries)
         created = [pipeline.create_index(PLAN, target, s, False) for s in advice["create"]]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from dbopt import pipeline
+from dbopt import pipeline, replay_safety
 from dbopt.plan import Plan, PlanError, load_plan
 from dbopt.targets import TargetError, dialect_of, open_target
 
@@ -80,10 +80,13 @@ def _bytes(n: int | None) -> str:
     return str(n)
 
 
-def _read_queries(path: Path) -> list[dict[str, Any]]:
+def _read_queries(path: Path, dialect: str) -> list[dict[str, Any]]:
     text = path.read_text()
     if path.suffix == ".sql":
-        parts = [q.strip() for q in text.split(";") if q.strip()]
+        try:  # cut at top-level ';' only: never inside a string, a comment or a $$ body
+            parts = replay_safety.split_queries(text, dialect)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         return [{"name": f"q{i + 1}", "sql": [q]} for i, q in enumerate(parts)]
     items = yaml.safe_load(text)
     if not isinstance(items, list) or not all(isinstance(i, dict) and "sql" in i for i in items):
@@ -94,7 +97,16 @@ def _read_queries(path: Path) -> list[dict[str, Any]]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     plan = _plan_for(args)
-    queries = _read_queries(Path(args.queries))
+    dialect = dialect_of(args.url)
+    queries = replay_safety.screen(_read_queries(Path(args.queries), dialect), dialect, plan.benchmark.safe_functions)
+    if refused := replay_safety.refused(queries):
+        # nothing runs, not even the acceptable queries: the file is not what the user thinks it is
+        for r in refused:
+            print(f"dbopt: {args.queries}: query {r['name']} refused: {r['reason']}: {' | '.join(r['sql'])[:200]}",
+                  file=sys.stderr)  # fmt: skip
+        print(f"dbopt: nothing measured: {len(refused)} of {len(queries)} queries cannot be replayed safely "
+              "(dbopt replays one read-only SELECT per query)", file=sys.stderr)  # fmt: skip
+        return 1
     with open_target(args.url) as target:
         result = pipeline.benchmark(plan, target, queries)
     if args.json:
@@ -119,7 +131,7 @@ def apply(plan: Plan, target: Any, dry_run: bool) -> dict[str, Any]:
     """The weekly chain without Airflow (no deploy): the same pipeline functions as the DAG."""
     pipeline.check_access(target, plan.targets[0].tables)
     workload = pipeline.extract_workload(plan, target)
-    queries = pipeline.bench_queries(plan, workload)
+    queries = pipeline.bench_queries(plan, workload, target.dialect)
     advice = pipeline.hold_unmeasurable(pipeline.advise(plan, target, workload), queries)
     before = pipeline.benchmark(plan, target, queries)
     created = [pipeline.create_index(plan, target, s, dry_run) for s in advice["create"]]
@@ -128,11 +140,12 @@ def apply(plan: Plan, target: Any, dry_run: bool) -> dict[str, Any]:
     decision = pipeline.keep_or_revert(plan, created, verification, before, after)
     reverted = pipeline.revert_indexes(plan, target, advice, decision, dry_run)
     return {"workload": len(workload), "advice": advice, "created": created, "verification": verification,
-            "decision": decision, "reverted": reverted}  # fmt: skip
+            "decision": decision, "reverted": reverted, "refused": replay_safety.refused(queries)}  # fmt: skip
 
 
 def _apply_text(s: dict[str, Any]) -> str:
     lines = [f"workload statements: {s['workload']}", f"indexes to build: {len(s['advice']['create'])}"]
+    lines += [f"  not replayed {r['name']}: {r['reason']}" for r in s["refused"]]
     lines += [f"  {c['status']:8} {c['index']} ({c.get('attempts', 0)} attempts)" for c in s["created"]]
     for d in s["decision"]["indexes"]:
         lines.append(f"  {'KEEP  ' if d['keep'] else 'REVERT'} {d['index']}: {d['reason']}")

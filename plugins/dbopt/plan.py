@@ -157,20 +157,6 @@ class BenchQuerySpec(Strict):
     name: str
     sql: str | list[str] = Field(description="concrete SELECT (or several variants with real parameter values)")
 
-    @field_validator("sql")
-    @classmethod
-    def _select_only(cls, v: str | list[str]) -> str | list[str]:
-        import sqlglot  # here, not at module level: DAG files parse plans, most without explicit SQL
-
-        for text in [v] if isinstance(v, str) else v:
-            try:
-                tree = sqlglot.parse_one(text)
-            except sqlglot.errors.ParseError as err:
-                raise ValueError(f"cannot parse benchmark SQL {text[:60]!r}: {err}") from None
-            if not isinstance(tree, sqlglot.exp.Query):
-                raise ValueError(f"benchmark queries must be read-only SELECTs; got {type(tree).__name__}")
-        return v
-
 
 class BenchmarkSpec(Strict):
     queries: list[BenchQuerySpec] = Field(
@@ -182,6 +168,21 @@ class BenchmarkSpec(Strict):
     min_effect: float = Field(0.10, ge=0, lt=1, description="smallest relative change that counts")
     alpha: float = Field(0.01, gt=0, lt=1)
     targets: dict[Literal["mean_ms", "p50_ms", "p95_ms", "p99_ms"], float] = Field(default_factory=dict)
+    safe_functions: list[str] = Field(
+        default_factory=list, description="user functions that only read: benchmark and workload queries may call them"
+    )
+
+    @field_validator("safe_functions")
+    @classmethod
+    def _readable(cls, v: list[str]) -> list[str]:
+        from dbopt.replay_safety import denied_reason
+
+        for name in v:
+            if not IDENTIFIER.match(name):
+                raise ValueError(f"{name!r}: give a bare function name (letters, digits, '_'; no schema, no arguments)")
+            if why := denied_reason(name):
+                raise ValueError(f"{name!r} is never safe to replay: it {why}; remove it from the list")
+        return v
 
 
 class ServiceRef(Strict):
@@ -406,9 +407,35 @@ def parse_plan(text: str, path: Path | str = "<string>") -> Plan:
     if not isinstance(data, dict):
         raise PlanError(path, ["line 1: (top level): a plan is a YAML mapping with at least 'id' and 'targets'"])
     try:
-        return Plan.model_validate(data)
+        plan = Plan.model_validate(data)
     except ValidationError as err:
         raise PlanError(path, [_describe(e, root) for e in err.errors()]) from None  # type: ignore[arg-type]
+    if problems := _unsafe_benchmark_sql(plan, root):
+        raise PlanError(path, problems)
+    return plan
+
+
+def _unsafe_benchmark_sql(plan: Plan, root: yaml.Node | None) -> list[str]:
+    """benchmark.queries that a target could not replay safely, checked in each target's dialect."""
+    if not plan.benchmark.queries:
+        return []
+    from dbopt.replay_safety import refusal  # here: sqlglot is a slow import, and most plans list no SQL
+
+    problems = []
+    for i, q in enumerate(plan.benchmark.queries):
+        texts = [q.sql] if isinstance(q.sql, str) else q.sql
+        for j, text in enumerate(texts):
+            loc: tuple[Any, ...] = ("benchmark", "queries", i, "sql") + ((j,) if isinstance(q.sql, list) else ())
+            node = _node_at(root, loc)
+            line = f"line {node.start_mark.line + 1}" if node is not None else "line ?"
+            for dialect in dict.fromkeys(t.dialect for t in plan.targets):
+                if why := refusal(text, dialect, plan.benchmark.safe_functions):
+                    problems.append(
+                        f"{line}: {'.'.join(map(str, loc))}: query {q.name!r} is not replayable on {dialect}: {why} "
+                        "— benchmark queries must be one read-only SELECT"
+                    )
+                    break
+    return problems
 
 
 def load_plan(path: Path | str) -> Plan:

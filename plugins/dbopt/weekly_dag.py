@@ -130,7 +130,7 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
         def advise(workload: list[dict[str, Any]]) -> dict[str, Any]:
             p, _ = _context_plan(plan)
             with opened_target(spec.conn_id) as target:
-                queries = pipeline.bench_queries(p, workload)
+                queries = pipeline.bench_queries(p, workload, target.dialect)
                 advice = pipeline.hold_unmeasurable(pipeline.advise(p, target, workload), queries)
                 return advice | {"queries": queries}
 

@@ -26,6 +26,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from dbopt.targets.base import (
+    REPLAY_TIMEOUT_S,
     TOOL_MARKER,
     BackupResult,
     DdlResult,
@@ -116,6 +117,32 @@ class MySQLTarget(Target):
             # no parameters → no %-formatting, so a literal '%' (LIKE 'a%') needs no escaping
             cur.execute(f"{TOOL_MARKER} {statement}", tuple(params) if params else None)
             return list(cur.fetchall()) if cur.description else []
+
+    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
+        # READ ONLY and always rolled back: a stored function the query calls cannot write. The
+        # connection has no CLIENT.MULTI_STATEMENTS (PyMySQL's default), so the server refuses a
+        # string holding several statements. MariaDB's max_statement_time is in seconds, MySQL's
+        # max_execution_time (SELECT only) in milliseconds.
+        limit = (
+            f"max_statement_time = {float(timeout_s)}"
+            if self.is_mariadb
+            else f"max_execution_time = {max(1, round(timeout_s * 1000))}"
+        )
+        try:
+            self.execute(f"SET SESSION {limit}")
+            self.execute("START TRANSACTION READ ONLY")
+            try:
+                with self._conn.cursor() as cur:
+                    start = time.perf_counter()
+                    cur.execute(f"{TOOL_MARKER} {query}")  # no parameters: a '%' stays as written
+                    cur.fetchall()
+                    return (time.perf_counter() - start) * 1000.0
+            finally:
+                self.execute("ROLLBACK")
+                self.execute(f"SET SESSION {limit.split(' = ')[0]} = DEFAULT")
+        except pymysql.MySQLError as err:
+            raise TargetError(f"{'MariaDB' if self.is_mariadb else 'MySQL'} refused the replay: {err}; "
+                              f"query: {query[:300]}") from err  # fmt: skip
 
     def _table_ref(self, table: str, schema: str | None = None) -> str:
         return f"{self.quote(schema)}.{self.quote(table)}" if schema else self.quote(table)
