@@ -112,7 +112,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
-    rows = [{"query": q["name"], **{k: f"{q['summary'][k]:.3f}" for k in ("mean", "median", "p95", "p99")},
+    rows = [{"query": q["name"], **{k: f"{q['summary'][f'{k}_ms']:.3f}" for k in ("mean", "median", "p95", "p99")},
              "n": q["summary"]["n"]} for q in result["queries"]]  # fmt: skip
     print(_table(rows, ["query", "mean", "median", "p95", "p99", "n"]))
     print(f"method: {result.get('method', '')} (milliseconds)")

@@ -158,6 +158,16 @@ class BenchQuerySpec(Strict):
     sql: str | list[str] = Field(description="concrete SELECT (or several variants with real parameter values)")
 
 
+def _safe_function(name: str) -> str:
+    from dbopt.replay_safety import denied_reason
+
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"{name!r}: give a bare function name (letters, digits, '_'; no schema, no arguments)")
+    if why := denied_reason(name):
+        raise ValueError(f"{name!r} is never safe to replay: it {why}; remove it from the list")
+    return name
+
+
 class BenchmarkSpec(Strict):
     queries: list[BenchQuerySpec] = Field(
         default_factory=list, description="explicit queries; empty: the workload's examples are replayed"
@@ -168,21 +178,9 @@ class BenchmarkSpec(Strict):
     min_effect: float = Field(0.10, ge=0, lt=1, description="smallest relative change that counts")
     alpha: float = Field(0.01, gt=0, lt=1)
     targets: dict[Literal["mean_ms", "p50_ms", "p95_ms", "p99_ms"], float] = Field(default_factory=dict)
-    safe_functions: list[str] = Field(
+    safe_functions: list[Annotated[str, AfterValidator(_safe_function)]] = Field(
         default_factory=list, description="user functions that only read: benchmark and workload queries may call them"
     )
-
-    @field_validator("safe_functions")
-    @classmethod
-    def _readable(cls, v: list[str]) -> list[str]:
-        from dbopt.replay_safety import denied_reason
-
-        for name in v:
-            if not IDENTIFIER.match(name):
-                raise ValueError(f"{name!r}: give a bare function name (letters, digits, '_'; no schema, no arguments)")
-            if why := denied_reason(name):
-                raise ValueError(f"{name!r} is never safe to replay: it {why}; remove it from the list")
-        return v
 
 
 class ServiceRef(Strict):
