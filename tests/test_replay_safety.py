@@ -32,6 +32,7 @@ from dbopt.plan import Plan, PlanError, parse_plan
 from dbopt.replay_safety import refusal, split_queries
 from dbopt.targets import TargetError, open_target
 from dbopt.targets.querylog import QueryLog, timed_execute
+from tests.db_users import mysql_login, pg_login, run_as_admin
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 20_000
@@ -362,21 +363,35 @@ def test_replay_timeout_cuts_a_runaway_query(pg_url: str, sqlite_url: str) -> No
 
 def test_select_only_user_cannot_write_a_file_even_unscreened(mysql_url: str) -> None:
     """The README's benchmark user (SELECT only): INTO OUTFILE fails on the server too (no FILE privilege)."""
-    database = mysql_url.rsplit("/", 1)[1]
-    user, outfile = f"bench_{uuid.uuid4().hex[:8]}", Path(f"/tmp/dbopt_outfile_{uuid.uuid4().hex[:8]}.txt")
-    with closing(pymysql.connect(host="127.0.0.1", user="root", database=database, autocommit=True)) as root:
-        with root.cursor() as cur:
-            cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
-            cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
-            cur.execute(f"GRANT SELECT ON `{database}`.* TO '{user}'@'%'")
-        try:
-            url = f"mysql://{user}:pw@127.0.0.1:3306/{database}"
-            with open_target(url) as target, pytest.raises(TargetError, match=r"FILE|Access denied"):
-                target.timed(f"SELECT id FROM t INTO OUTFILE '{outfile}'")
-            assert not outfile.exists()
-        finally:
-            with root.cursor() as cur:
-                cur.execute(f"DROP USER '{user}'@'%'")
+    outfile = Path(f"/tmp/dbopt_outfile_{uuid.uuid4().hex[:8]}.txt")
+    run_as_admin(mysql_url, "CREATE TABLE t (id INT PRIMARY KEY)")
+    with mysql_login(mysql_url) as login, open_target(login.url) as bench:
+        with pytest.raises(TargetError, match=r"FILE|Access denied"):
+            bench.timed(f"SELECT id FROM t INTO OUTFILE '{outfile}'")
+        assert bench.timed("SELECT id FROM t") > 0
+    assert not outfile.exists()
+
+
+def test_apply_replays_as_the_benchmark_user(pg_url: str) -> None:
+    """`dbopt apply --bench-url` / bench_conn_id: replays run as a SELECT-only role, which cannot signal."""
+    app = _pg_app(pg_url)
+    try:
+        with pg_login(pg_url) as login:
+            run_as_admin(pg_url, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{login.name}"')
+            before = app.state()
+            with open_target(pg_url) as target, open_target(login.url) as bench:
+                summary = cli.apply(_plan("postgres"), target, dry_run=True, bench=bench)
+                measured = pipeline.benchmark(_plan("postgres"), bench, [{"name": "legit", "sql": [LEGIT]}])
+                with pytest.raises(TargetError, match=r"superuser|permission denied"):
+                    bench.timed(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'victim'"
+                    )
+            assert app.state() == before
+            _assert_refused(summary["refused"], app.workload_attacks)
+            assert measured["queries"][0]["summary"]["n"] == 5
+    finally:
+        for conn in app.keep:
+            conn.close()
 
 
 # --- the screen on its own (no database) -------------------------------------------------------

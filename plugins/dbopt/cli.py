@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -121,22 +122,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     plan = _plan_for(args)
-    with open_target(args.url) as target:
-        summary = apply(plan, target, dry_run=args.dry_run)
+    with open_target(args.url) as target, ExitStack() as stack:
+        bench = stack.enter_context(open_target(args.bench_url)) if args.bench_url else None
+        summary = apply(plan, target, dry_run=args.dry_run, bench=bench)
     print(json.dumps(summary, indent=2, default=str) if args.json else _apply_text(summary))
     return 0
 
 
-def apply(plan: Plan, target: Any, dry_run: bool) -> dict[str, Any]:
-    """The weekly chain without Airflow (no deploy): the same pipeline functions as the DAG."""
+def apply(plan: Plan, target: Any, dry_run: bool, bench: Any = None) -> dict[str, Any]:
+    """The weekly chain without Airflow (no deploy): the same pipeline functions as the DAG.
+
+    ``bench``: the same database as a read-only user, for the benchmark replays (default ``target``).
+    """
     pipeline.check_access(target, plan.targets[0].tables)
     workload = pipeline.extract_workload(plan, target)
     queries = pipeline.bench_queries(plan, workload, target.dialect)
     advice = pipeline.hold_unmeasurable(pipeline.advise(plan, target, workload), queries)
-    before = pipeline.benchmark(plan, target, queries)
+    before = pipeline.benchmark(plan, bench or target, queries)
     created = [pipeline.create_index(plan, target, s, dry_run) for s in advice["create"]]
     verification = pipeline.verify_plans(target, [{"name": c["index"]} for c in created], queries)
-    after = pipeline.benchmark(plan, target, queries)
+    after = pipeline.benchmark(plan, bench or target, queries)
     decision = pipeline.keep_or_revert(plan, created, verification, before, after)
     reverted = pipeline.revert_indexes(plan, target, advice, decision, dry_run)
     return {"workload": len(workload), "advice": advice, "created": created, "verification": verification,
@@ -194,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--iterations", type=int, default=30)
     c.add_argument("--warmup", type=int, default=3)
     c.add_argument("--dry-run", action="store_true", help="compute and report, change nothing")
+    c.add_argument("--bench-url", help="the same database as a SELECT-only user: benchmark replays run as that user")
     c.set_defaults(func=cmd_apply)
     v = sub.add_parser("validate", help="validate plan files")
     v.add_argument("plans", nargs="+")

@@ -87,6 +87,9 @@ class CloudSqlInstance(Strict):
 class TargetSpec(Strict):
     name: str = "primary"
     conn_id: str = Field(description="Airflow connection id of the database (credentials live there)")
+    bench_conn_id: str | None = Field(
+        None, description="the same database as a SELECT-only user: benchmark replays run as it (default: conn_id)"
+    )
     dialect: Literal["postgres", "mysql", "sqlite"]
     tables: list[TableName] = Field(default_factory=list, description="limit advice to these tables (empty: all)")
     cloud_sql: CloudSqlInstance | None = None

@@ -138,7 +138,7 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
         def benchmark(queries: list[dict[str, Any]], _after: dict[str, Any] | None = None) -> dict[str, Any]:
             """Real latencies of the benchmark queries (``_after``: runs after the verification)."""
             p, _ = _context_plan(plan)
-            with opened_target(spec.conn_id) as target:
+            with opened_target(spec.bench_conn_id or spec.conn_id) as target:
                 return pipeline.benchmark(p, target, queries)
 
         @task
