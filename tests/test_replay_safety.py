@@ -30,6 +30,7 @@ import yaml
 from dbopt import cli, pipeline
 from dbopt.plan import Plan, PlanError, parse_plan
 from dbopt.replay_safety import refusal, split_queries
+from dbopt.report.run import run_view
 from dbopt.targets import TargetError, open_target
 from dbopt.targets.querylog import QueryLog, timed_execute
 from tests.db_users import mysql_login, pg_login, run_as_admin
@@ -260,6 +261,13 @@ def test_workload_replay_changes_nothing(app: App, dry_run: bool) -> None:
     _assert_refused(summary["refused"], app.workload_attacks)
     assert LEGIT not in {r["sql"][0] for r in summary["refused"]}
     assert "not replayed" in cli._apply_text(summary)
+
+
+def test_run_report_lists_each_refusal() -> None:
+    """The advise task's queries carry the refusals into the run record; the report notes each one."""
+    queries = [{"name": "q1", "sql": ["SELECT 1; DROP TABLE audit"], "refused": "several statements (SELECT, DROP)"}]
+    view = run_view({"plan": "week", "targets": {"shop": {"advise": {"queries": queries}}}})
+    assert "shop: not replayed (unsafe), several statements (SELECT, DROP): SELECT 1; DROP TABLE audit" in view["notes"]
 
 
 def test_workload_examples_through_the_dag_functions(app: App) -> None:

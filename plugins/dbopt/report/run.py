@@ -99,6 +99,11 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
         "backup": _pick(data["backup"], ("kind", "path", "verified", "detail")) if data.get("backup") else None,
         "verify_method": (data.get("verify") or {}).get("method") if isinstance(data.get("verify"), Mapping) else None,
         "chart": f"latency-{name}",
+        "refused": [
+            {"name": q.get("name"), "reason": q["refused"], "text": (q.get("sql") or [""])[0]}
+            for q in advise.get("queries") or []
+            if isinstance(q, Mapping) and q.get("refused")
+        ],
     }
 
 
@@ -128,6 +133,7 @@ def _notes(record: Mapping[str, Any], gate: dict[str, Any] | None, targets: list
         missing = [s["what"] for s in t["steps"] if s["needed"] and not s["ran"]]
         if missing and (gate or {}).get("decision") != "NO-GO":
             notes.append(f"{t['name']}: no result from {', '.join(missing)} (skipped, failed or not reached).")
+        notes += [f"{t['name']}: not replayed (unsafe), {r['reason']}: {r['text'][:160]}" for r in t["refused"]]
     return notes
 
 
