@@ -110,6 +110,16 @@ SAFE_BUILTINS: dict[str, frozenset[str]] = {
 _NOT_SELECT = "only a single SELECT (or WITH … SELECT) is replayed"
 
 
+class _CommandFallback(logging.Filter):
+    """sqlglot warns when it keeps a statement unparsed (CALL, DO, EXPLAIN ANALYZE): here that is a refusal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Falling back to parsing as a 'Command'" not in record.getMessage()
+
+
+logging.getLogger("sqlglot").addFilter(_CommandFallback())
+
+
 def denied_reason(name: str) -> str | None:
     """Why a function may never be replayed, or None."""
     n = name.lower()
@@ -171,7 +181,6 @@ def refusal(sql: str, dialect: str, safe_functions: Iterable[str] = ()) -> str |
     """Why ``sql`` must not be replayed, or None when it is one read-only SELECT."""
     if why := _token_refusal(sql, dialect):
         return why
-    logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to Command" is our refusal, not a warning
     try:
         trees = [t for t in sqlglot.parse(sql, read=_sqlglot_dialect(dialect)) if t is not None]
     except ParseError as err:
