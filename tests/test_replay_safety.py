@@ -12,6 +12,7 @@ themselves refuse the writes.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import subprocess
 import time
@@ -176,6 +177,7 @@ def _my_app(url: str) -> App:
     }
     writes = [
         "SELECT rt_fn(id) FROM orders WHERE customer_id = 7",
+        "SELECT NEXTVAL(invoice_no)",
         "SELECT 1; DROP TABLE audit",
         "SELECT 1; INSERT INTO audit(what) VALUES ('multi')",
     ]
@@ -253,10 +255,17 @@ def _assert_refused(refused: list[dict[str, Any]], attacks: dict[str, str]) -> N
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry_run", "apply"])
 def test_workload_replay_changes_nothing(app: App, dry_run: bool) -> None:
-    """`dbopt apply` (the DAG's pipeline functions) replays the workload's examples: the attacks are refused."""
+    """`dbopt apply [--dry-run]` replays the workload's examples: the attacks are refused and reported."""
     before = app.state()
-    with open_target(app.url) as target:
-        summary = cli.apply(_plan(app.dialect), target, dry_run=dry_run)
+    if dry_run:  # the console script, as a user runs it
+        cmd = [ROOT / ".venv/bin/dbopt", "apply", app.url, "--dry-run", "--json", "--min-table-rows", "1000",
+               "--iterations", "5", "--warmup", "1"]  # fmt: skip
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        summary = json.loads(run.stdout)
+    else:
+        with open_target(app.url) as target:
+            summary = cli.apply(_plan(app.dialect), target, dry_run=False)
     assert app.state() == before
     _assert_refused(summary["refused"], app.workload_attacks)
     assert LEGIT not in {r["sql"][0] for r in summary["refused"]}
