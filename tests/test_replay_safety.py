@@ -76,6 +76,9 @@ CREATE FUNCTION touch_order(oid bigint) RETURNS bigint LANGUAGE plpgsql AS $$
 CREATE FUNCTION audit_status() RETURNS trigger LANGUAGE plpgsql AS $$
   BEGIN INSERT INTO audit(what) VALUES ('order ' || NEW.id || ' ' || NEW.status); RETURN NEW; END $$;
 CREATE TRIGGER orders_audit AFTER UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION audit_status();
+-- declared IMMUTABLE, yet advances a sequence: the planner folds it while it plans (EXPLAIN included)
+CREATE FUNCTION next_customer(x int) RETURNS int IMMUTABLE LANGUAGE sql
+  AS $$ SELECT (nextval('invoice_no') % 1 + x)::int $$;
 INSERT INTO orders (customer_id, status, total) SELECT i % 2000, 'open', i % 500 FROM generate_series(1, 20000) i;
 ANALYZE;
 """
@@ -88,6 +91,7 @@ PG_ATTACKS = {
     "SET application_name = 'shop'; SELECT id FROM orders WHERE customer_id = 10; "
     "INSERT INTO audit(what) VALUES ('multi')": "several statements",
     "SELECT set_config('work_mem', '64kB', false), id FROM orders WHERE customer_id = 12": "set_config",
+    "SELECT id, total FROM orders WHERE customer_id = next_customer(13)": "next_customer",
 }
 PG_SQL_ATTACKS = PG_ATTACKS | {
     "SELECT * INTO orders_copy FROM orders WHERE customer_id = 11": "INTO",
@@ -134,6 +138,9 @@ MY_SCHEMA = [
     "CREATE SEQUENCE invoice_no START WITH 1000",
     "CREATE FUNCTION rt_fn(x INT) RETURNS INT MODIFIES SQL DATA"
     " BEGIN INSERT INTO audit(what) VALUES (CONCAT('rt ', x)); RETURN x; END",
+    # declared DETERMINISTIC, yet writes: the optimizer calls it with a constant argument (EXPLAIN included)
+    "CREATE FUNCTION rt_det(x INT) RETURNS INT DETERMINISTIC MODIFIES SQL DATA"
+    " BEGIN INSERT INTO audit(what) VALUES (CONCAT('det ', x)); RETURN x; END",
     "INSERT INTO orders (customer_id, status, total) SELECT seq % 2000, 'open', seq % 500 FROM seq_1_to_20000",
     "ANALYZE TABLE orders",
 ]
@@ -143,6 +150,7 @@ MY_ATTACKS = {
     "SELECT id FROM orders WHERE customer_id = 9 FOR UPDATE": "row locks",
     "SELECT id FROM orders WHERE customer_id = 10 LOCK IN SHARE MODE": "row locks",
     "SELECT GET_LOCK('shop', 0), id FROM orders WHERE customer_id = 11": "named lock",
+    "SELECT id, total FROM orders WHERE customer_id = rt_det(13)": "rt_det",
 }
 
 
@@ -222,13 +230,12 @@ def _sqlite_app(url: str) -> App:
     return App("sqlite", url, state, SQLITE_ATTACKS, sql_attacks, writes)
 
 
-@pytest.fixture(params=["postgres", "mysql", "sqlite"])
+APPS = {"postgres": (_pg_app, "pg_url"), "mysql": (_my_app, "mysql_url"), "sqlite": (_sqlite_app, "sqlite_url")}
+
+
+@pytest.fixture(params=list(APPS))
 def app(request: pytest.FixtureRequest) -> Iterator[App]:
-    make, fixture = {
-        "postgres": (_pg_app, "pg_url"),
-        "mysql": (_my_app, "mysql_url"),
-        "sqlite": (_sqlite_app, "sqlite_url"),
-    }[request.param]
+    make, fixture = APPS[request.param]
     a = make(request.getfixturevalue(fixture))
     yield a
     for conn in a.keep:
@@ -360,6 +367,30 @@ def test_engine_refuses_writes_when_the_screen_is_bypassed(app: App) -> None:
                 target.timed(sql)
         assert target.timed(LEGIT) > 0  # the connection is usable after each refusal
     assert app.state() == before
+
+
+@pytest.mark.parametrize(
+    ("engine", "sql"),
+    [
+        ("postgres", "SELECT id FROM orders WHERE customer_id = next_customer(13)"),  # IMMUTABLE: folded
+        ("mysql", "SELECT id FROM orders WHERE customer_id = rt_det(13)"),  # DETERMINISTIC: called
+    ],
+)
+def test_explain_cannot_write_through_a_function_the_planner_calls(
+    engine: str, sql: str, request: pytest.FixtureRequest
+) -> None:
+    """The advisor and the verification EXPLAIN application text: planning runs in a rolled-back READ ONLY
+    transaction too, so a function the planner evaluates cannot advance a sequence or insert."""
+    make, fixture = APPS[engine]
+    app = make(request.getfixturevalue(fixture))
+    try:
+        before = app.state()
+        with open_target(app.url) as target, pytest.raises(TargetError, match=r"(?i)read.only transaction"):
+            target.explain(sql)
+        assert app.state() == before
+    finally:
+        for conn in app.keep:
+            conn.close()
 
 
 def test_replay_timeout_cuts_a_runaway_query(pg_url: str, sqlite_url: str) -> None:

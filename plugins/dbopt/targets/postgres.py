@@ -14,7 +14,8 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -247,6 +248,16 @@ class PostgresTarget(Target):
                 f"PostgreSQL rejected the statement: {str(err).strip()}; statement: {statement[:300]}"
             ) from err
 
+    @contextmanager
+    def _read_only(self) -> Iterator[None]:
+        """A READ ONLY transaction, always rolled back: for anything that runs the application's text."""
+        self._run("BEGIN TRANSACTION READ ONLY")
+        try:
+            yield
+        finally:
+            if self._conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                self._run("ROLLBACK")
+
     def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
         # READ ONLY and always rolled back: a function the query calls cannot write, nextval() and
         # FOR UPDATE fail. binary=True makes psycopg use the extended protocol even without
@@ -256,18 +267,13 @@ class PostgresTarget(Target):
         # part of the id), so a tagged replay could hide the application's own statement from the
         # next extraction. The replayed queries are the application's, and count as its workload.
         try:
-            self._run("BEGIN TRANSACTION READ ONLY")
-            try:
+            with self._read_only(), self._conn.cursor() as cur:
                 self._run("SELECT set_config('statement_timeout', %s, true)", [f"{max(1, round(timeout_s * 1000))}"])
-                with self._conn.cursor() as cur:
-                    start = time.perf_counter()
-                    cur.execute(query, binary=True)  # type: ignore[arg-type]  # the application's text, as is
-                    if cur.description is not None:
-                        cur.fetchall()
-                    return (time.perf_counter() - start) * 1000.0
-            finally:
-                if self._conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-                    self._run("ROLLBACK")
+                start = time.perf_counter()
+                cur.execute(query, binary=True)  # type: ignore[arg-type]  # the application's text, as is
+                if cur.description is not None:
+                    cur.fetchall()
+                return (time.perf_counter() - start) * 1000.0
         except psycopg.Error as err:
             raise TargetError(f"PostgreSQL refused the replay: {str(err).strip()}; query: {query[:300]}") from err
 
@@ -338,7 +344,9 @@ class PostgresTarget(Target):
             if placeholders:
                 raw = self._explain_generic(text, max(placeholders))
             else:
-                raw = self._run(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(text))[0][0]
+                # read-only: planning folds IMMUTABLE functions, and one declared so may still write
+                with self._read_only():
+                    raw = self._run(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(text))[0][0]
         except psycopg.Error as err:
             raise TargetError(f"cannot EXPLAIN {text[:200]!r}: {err}".strip()) from err
         return plan_to_explain(raw)
@@ -348,14 +356,13 @@ class PostgresTarget(Target):
         name = sql.Identifier(f"dbopt_{uuid.uuid4().hex[:12]}")
         nulls = sql.SQL(", ").join([sql.NULL] * nparams)
         prepared = False
-        self._run("BEGIN")
         try:
-            self._run("SET LOCAL plan_cache_mode = force_generic_plan")
-            self._run(sql.SQL("PREPARE {} AS ").format(name) + sql.SQL(query))
-            prepared = True
-            return self._run(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(name, nulls))[0][0]
+            with self._read_only():
+                self._run("SET LOCAL plan_cache_mode = force_generic_plan")
+                self._run(sql.SQL("PREPARE {} AS ").format(name) + sql.SQL(query))
+                prepared = True
+                return self._run(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(name, nulls))[0][0]
         finally:
-            self._run("ROLLBACK")
             # PREPARE is not transactional: deallocate exactly this statement (others may be in use)
             if prepared:
                 self._run(sql.SQL("DEALLOCATE {}").format(name))
