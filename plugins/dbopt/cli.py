@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dbopt import pipeline, steps
+from dbopt import pipeline, replay_safety, steps
 from dbopt.plan import Plan, PlanError, TargetSpec, load_plan
 from dbopt.targets import TargetError, dialect_of, open_target
 from dbopt.targets.base import Target
@@ -108,10 +108,13 @@ def _bytes(n: int | None) -> str:
     return str(n)
 
 
-def _read_queries(path: Path) -> list[dict[str, Any]]:
+def _read_queries(path: Path, dialect: str) -> list[dict[str, Any]]:
     text = path.read_text()
     if path.suffix == ".sql":
-        parts = [q.strip() for q in text.split(";") if q.strip()]
+        try:  # cut at top-level ';' only: never inside a string, a comment or a $$ body
+            parts = replay_safety.split_queries(text, dialect)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         return [{"name": f"q{i + 1}", "sql": [q]} for i, q in enumerate(parts)]
     items = yaml.safe_load(text)
     if not isinstance(items, list) or not all(isinstance(i, dict) and "sql" in i for i in items):
@@ -122,7 +125,16 @@ def _read_queries(path: Path) -> list[dict[str, Any]]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     plan = _plan_for(args)
-    queries = _read_queries(Path(args.queries))
+    dialect = dialect_of(args.url)
+    queries = replay_safety.screen(_read_queries(Path(args.queries), dialect), dialect, plan.benchmark.safe_functions)
+    if refused := replay_safety.refused(queries):
+        # nothing runs, not even the acceptable queries: the file is not what the user thinks it is
+        for r in refused:
+            print(f"dbopt: {args.queries}: query {r['name']} refused: {r['reason']}: {' | '.join(r['sql'])[:200]}",
+                  file=sys.stderr)  # fmt: skip
+        print(f"dbopt: nothing measured: {len(refused)} of {len(queries)} queries cannot be replayed safely "
+              "(dbopt replays one read-only SELECT per query)", file=sys.stderr)  # fmt: skip
+        return 1
     with open_target(args.url) as target:
         result = pipeline.benchmark(plan, target, queries)
     if args.json:
@@ -139,8 +151,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     plan = _plan_for(args)
     spec = _target_spec(plan, args)
-    with open_target(args.url) as target:
-        record = apply(plan, spec, target, dry_run=args.dry_run, reports_dir=Path(args.reports_dir))
+    with open_target(args.url) as target, ExitStack() as stack:
+        bench = stack.enter_context(open_target(args.bench_url)) if args.bench_url else None
+        record = apply(plan, spec, target, dry_run=args.dry_run, reports_dir=Path(args.reports_dir), bench=bench)
     print(json.dumps(record, indent=2, default=str) if args.json else _apply_text(record))
     if record["tasks"]["health_check"]["decision"] != "GO":
         return NO_GO
@@ -148,9 +161,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return CHANGE_FAILED if any(c.status in ("failed", "refused") for c in changes) else 0
 
 
-def apply(plan: Plan, spec: TargetSpec, target: Target, *, dry_run: bool, reports_dir: Path) -> dict[str, Any]:
+def apply(
+    plan: Plan, spec: TargetSpec, target: Target, *, dry_run: bool, reports_dir: Path, bench: Target | None = None
+) -> dict[str, Any]:
     """The weekly steps on one database without Airflow, in their declared order: the run record's
-    shape (``dbopt.run_record``), with every step that did not run and why."""
+    shape (``dbopt.run_record``), with every step that did not run and why. ``bench``: the same
+    database as a read-only user, for the benchmark replays (default ``target``)."""
     one = plan.model_copy(update={"targets": [spec]})  # the gate checks the database the URL names
     gate = steps.ScopeRun()
     ctx = steps.StepContext(one, dry_run, gate.results, open_target=lambda _spec: nullcontext(target))
@@ -159,7 +175,7 @@ def apply(plan: Plan, spec: TargetSpec, target: Target, *, dry_run: bool, report
     record: dict[str, Any] = {"plan": plan.id, "params": {"dry_run": dry_run},
                               "tasks": gate.record(steps.RUN_STEPS), "targets": {}, "canaries": {}}  # fmt: skip
     if gate.results["health_check"].decision == "GO":
-        run = steps.run_target(one, spec, target, dry_run=dry_run, reports_dir=reports_dir)
+        run = steps.run_target(one, spec, target, dry_run=dry_run, reports_dir=reports_dir, bench_target=bench)
         declared = steps.declared(steps.TARGET_STEPS, one, spec)
         record["targets"][spec.name] = {"dialect": spec.dialect, **run.record(declared)}
     why = steps.AIRFLOW_ONLY if plan.deploy.enabled else "the plan does not deploy (deploy.enabled: false)"
@@ -186,6 +202,7 @@ def _apply_text(record: dict[str, Any]) -> str:
             lines.append(f"  indexes to build: {len(r['advise'].create)}")
             if r["advise"].not_built_reason:
                 lines.append(f"  not built: {r['advise'].not_built_reason}")
+            lines += [f"  not replayed {q['name']}: {q['refused']}" for q in r["advise"].queries if q.get("refused")]
         if r["judge"] is not None:
             lines += [f"  {'KEEP  ' if d.keep else 'REVERT'} {d.index}: {d.reason}" for d in r["judge"].indexes]
         lines += [f"  {step.name}: {c.action} {c.index}: {c.status}{' — ' + c.error if c.error else ''}"
@@ -239,6 +256,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--warmup", type=int, default=3)
     c.add_argument("--dry-run", action="store_true", help="compute and report, change nothing")
     c.add_argument("--reports-dir", default="reports", help="where the backup goes (default ./reports)")
+    c.add_argument("--bench-url", help="the same database as a SELECT-only user: benchmark replays run as that user")
     c.set_defaults(func=cmd_apply)
     v = sub.add_parser("validate", help="validate plan files")
     v.add_argument("plans", nargs="+")

@@ -148,15 +148,25 @@ def advise(plan: Plan, target: Target, workload: Workload) -> Advice:
     )
 
 
-def bench_queries(plan: Plan, workload: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The queries to measure: the plan's own, else the top workload statements with real values."""
-    if plan.benchmark.queries:
-        return [{"name": q.name, "sql": q.sql if isinstance(q.sql, list) else [q.sql]} for q in plan.benchmark.queries]
-    chosen = []
+def bench_queries(plan: Plan, workload: list[dict[str, Any]], dialect: str) -> list[dict[str, Any]]:
+    """The queries to measure: the plan's own, else the top workload statements with real values.
+
+    Each is screened for replay (``replay_safety``): a refused one stays in the list, marked
+    ``refused: <reason>``, so the run reports it; nothing measures it. Refused workload examples do
+    not count toward ``benchmark.from_workload``.
+    """
+    from dbopt import replay_safety  # here: sqlglot is too slow an import for every DAG parse
+
+    b = plan.benchmark
+    if b.queries:
+        own = [{"name": q.name, "sql": q.sql if isinstance(q.sql, list) else [q.sql]} for q in b.queries]
+        return replay_safety.screen(own, dialect, b.safe_functions)
+    chosen: list[dict[str, Any]] = []
     for s in workload:
         if s.get("example") and s["query"].lstrip().lower().startswith(("select", "with")):
-            chosen.append({"name": s["digest"], "sql": [s["example"]], "query": s["query"]})
-        if len(chosen) >= plan.benchmark.from_workload:
+            q = {"name": s["digest"], "sql": [s["example"]], "query": s["query"]}
+            chosen += replay_safety.screen([q], dialect, b.safe_functions)
+        if len(replay_safety.measurable(chosen)) >= b.from_workload:
             break
     return chosen
 
@@ -164,28 +174,41 @@ def bench_queries(plan: Plan, workload: list[dict[str, Any]]) -> list[dict[str, 
 NO_QUERIES = (
     "no replayable query: the workload has no statement with concrete values (PostgreSQL: install pg_qualstats; "
     "MySQL: enable the events_statements_history_long consumer; SQLite: log queries) and the plan lists no "
-    "benchmark.queries — an index that cannot be measured is not built"
+    "benchmark.queries, or every candidate was refused as unsafe to replay (see 'refused') — an index that "
+    "cannot be measured is not built"
 )
 
 
 def with_queries(advice: Advice, queries: list[dict[str, Any]]) -> Advice:
-    """The advice with the queries that will measure it; without any, nothing could be verified:
-    build nothing, and say why."""
-    if queries or not advice.create:
-        return dataclasses.replace(advice, queries=tuple(queries))
-    return dataclasses.replace(advice, create=(), not_built=advice.create, not_built_reason=NO_QUERIES)
+    """The advice with the queries that will measure it (refused ones included, for the report);
+    without a measurable one, nothing could be verified: build nothing, and say why."""
+    from dbopt import replay_safety
+
+    measured = dataclasses.replace(advice, queries=tuple(queries))
+    if replay_safety.measurable(queries) or not advice.create:
+        return measured
+    return dataclasses.replace(measured, create=(), not_built=advice.create, not_built_reason=NO_QUERIES)
 
 
 def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Real latencies of the queries: the plan's iterations spread over up to 5 shuffled rounds."""
+    """Real latencies of the queries: the plan's iterations spread over up to 5 shuffled rounds.
+
+    Every query is screened again here, against this target's dialect (``dbopt bench`` and any caller
+    that did not go through ``bench_queries``); refused ones are listed under ``refused``, not run.
+    """
+    from dbopt import replay_safety
     from dbopt.bench import BenchQuery, measure
 
-    if not queries:
-        return {"queries": [], "method": "nothing measured: no benchmark query"}
     b = plan.benchmark
+    screened = replay_safety.screen(queries, target.dialect, b.safe_functions)
+    refused = replay_safety.refused(screened)
+    runnable = replay_safety.measurable(screened)
+    if not runnable:
+        return {"queries": [], "method": "nothing measured: no benchmark query", "refused": refused}
     rounds = min(5, b.iterations)
-    bq = [BenchQuery(name=q["name"], sql=tuple(q["sql"])) for q in queries]
-    return measure(target, bq, iterations=-(-b.iterations // rounds), warmup=b.warmup, rounds=rounds).to_dict()
+    bq = [BenchQuery(name=q["name"], sql=tuple(q["sql"])) for q in runnable]
+    result = measure(target, bq, iterations=-(-b.iterations // rounds), warmup=b.warmup, rounds=rounds)
+    return result.to_dict() | {"refused": refused}
 
 
 def check_access(target: Target, tables: Iterable[str] = ()) -> None:
@@ -216,9 +239,11 @@ def create_index(plan: Plan, target: Target, ix: IndexSpec, dry_run: bool) -> In
 
 def verify_plans(target: Target, created: Iterable[IndexChange], queries: Iterable[dict[str, Any]]) -> Verification:
     """Which benchmark queries the planner now answers with each new index (EXPLAIN after the build)."""
+    from dbopt import replay_safety
+
     used_by: dict[str, list[str]] = {c.index: [] for c in created}
     plans: dict[str, list[str]] = {}
-    for q in queries:
+    for q in replay_safety.measurable(queries):
         explain = target.explain(q["sql"][0])
         plans[q["name"]] = sorted(explain.indexes_used())
         for name in explain.indexes_used() & used_by.keys():

@@ -101,6 +101,9 @@ def _airflow_name(value: str, what: str) -> str:
 class TargetSpec(Strict):
     name: Annotated[str, AfterValidator(lambda v: _airflow_name(v, "target name"))] = "primary"
     conn_id: str = Field(description="Airflow connection id of the database (credentials live there)")
+    bench_conn_id: str | None = Field(
+        None, description="the same database as a SELECT-only user: benchmark replays run as it (default: conn_id)"
+    )
     dialect: Literal["postgres", "mysql", "sqlite"]
     tables: list[TableName] = Field(default_factory=list, description="limit advice to these tables (empty: all)")
     cloud_sql: CloudSqlInstance | None = None
@@ -171,19 +174,15 @@ class BenchQuerySpec(Strict):
     name: str
     sql: str | list[str] = Field(description="concrete SELECT (or several variants with real parameter values)")
 
-    @field_validator("sql")
-    @classmethod
-    def _select_only(cls, v: str | list[str]) -> str | list[str]:
-        import sqlglot  # here, not at module level: DAG files parse plans, most without explicit SQL
 
-        for text in [v] if isinstance(v, str) else v:
-            try:
-                tree = sqlglot.parse_one(text)
-            except sqlglot.errors.ParseError as err:
-                raise ValueError(f"cannot parse benchmark SQL {text[:60]!r}: {err}") from None
-            if not isinstance(tree, sqlglot.exp.Query):
-                raise ValueError(f"benchmark queries must be read-only SELECTs; got {type(tree).__name__}")
-        return v
+def _safe_function(name: str) -> str:
+    from dbopt.replay_safety import denied_reason
+
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"{name!r}: give a bare function name (letters, digits, '_'; no schema, no arguments)")
+    if why := denied_reason(name):
+        raise ValueError(f"{name!r} is never safe to replay: it {why}; remove it from the list")
+    return name
 
 
 class BenchmarkSpec(Strict):
@@ -196,6 +195,9 @@ class BenchmarkSpec(Strict):
     min_effect: float = Field(0.10, ge=0, lt=1, description="smallest relative change that counts")
     alpha: float = Field(0.01, gt=0, lt=1)
     targets: dict[Literal["mean_ms", "p50_ms", "p95_ms", "p99_ms"], float] = Field(default_factory=dict)
+    safe_functions: list[Annotated[str, AfterValidator(_safe_function)]] = Field(
+        default_factory=list, description="user functions that only read: benchmark and workload queries may call them"
+    )
 
 
 class ServiceRef(Strict):
@@ -440,9 +442,35 @@ def parse_plan(text: str, path: Path | str = "<string>") -> Plan:
     if not isinstance(data, dict):
         raise PlanError(path, ["line 1: (top level): a plan is a YAML mapping with at least 'id' and 'targets'"])
     try:
-        return Plan.model_validate(data)
+        plan = Plan.model_validate(data)
     except ValidationError as err:
         raise PlanError(path, [_describe(e, root) for e in err.errors()]) from None  # type: ignore[arg-type]
+    if problems := _unsafe_benchmark_sql(plan, root):
+        raise PlanError(path, problems)
+    return plan
+
+
+def _unsafe_benchmark_sql(plan: Plan, root: yaml.Node | None) -> list[str]:
+    """benchmark.queries that a target could not replay safely, checked in each target's dialect."""
+    if not plan.benchmark.queries:
+        return []
+    from dbopt.replay_safety import refusal  # here: sqlglot is a slow import, and most plans list no SQL
+
+    problems = []
+    for i, q in enumerate(plan.benchmark.queries):
+        texts = [q.sql] if isinstance(q.sql, str) else q.sql
+        for j, text in enumerate(texts):
+            loc: tuple[Any, ...] = ("benchmark", "queries", i, "sql") + ((j,) if isinstance(q.sql, list) else ())
+            node = _node_at(root, loc)
+            line = f"line {node.start_mark.line + 1}" if node is not None else "line ?"
+            for dialect in dict.fromkeys(t.dialect for t in plan.targets):
+                if why := refusal(text, dialect, plan.benchmark.safe_functions):
+                    problems.append(
+                        f"{line}: {'.'.join(map(str, loc))}: query {q.name!r} is not replayable on {dialect}: {why} "
+                        "— benchmark queries must be one read-only SELECT"
+                    )
+                    break
+    return problems
 
 
 def load_plan(path: Path | str) -> Plan:

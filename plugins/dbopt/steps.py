@@ -82,6 +82,7 @@ class Step:
     item_type: type[Data] | None = None
     applies: Callable[[Plan, TargetSpec | None], bool] = _always  # declared for this plan (and target)?
     retries: int | None = None
+    replays: bool = False  # replays the application's queries: as the benchmark user where there is one
     cli_skip: str = ""  # why ``dbopt apply`` does not run an operator step
 
     @property
@@ -136,7 +137,7 @@ def _health_check(ctx: StepContext) -> Gate:
 
 def _advise(ctx: StepContext) -> Advice:
     workload: Workload = ctx["extract"]
-    queries = pipeline.bench_queries(ctx.plan, [s.to_dict() for s in workload.statements])
+    queries = pipeline.bench_queries(ctx.plan, [s.to_dict() for s in workload.statements], ctx.target.dialect)
     return pipeline.with_queries(pipeline.advise(ctx.plan, ctx.target, workload), queries)
 
 
@@ -203,7 +204,8 @@ TARGET_STEPS: tuple[Step, ...] = (
     Step("cloud_sql_backup", "Cloud SQL backup", RolloutStep, None, after=("advise",), applies=_has_cloud_sql,
          cli_skip=AIRFLOW_ONLY),
     Step("backup", "backup", Backup, _backup, needs=("advise",), after=("cloud_sql_backup",)),
-    Step("bench_before", "benchmark before the change", Bench, _benchmark, needs=("advise",), after=("backup",)),
+    Step("bench_before", "benchmark before the change", Bench, _benchmark, needs=("advise",), after=("backup",),
+         replays=True),
     Step("create_index", "index builds", IndexChange,
          lambda c: pipeline.create_index(c.plan, c.target, c.item, c.dry_run), needs=("advise",),
          after=("bench_before",), changes_db=True, items=lambda c: c["advise"].create, item_type=IndexSpec,
@@ -211,7 +213,8 @@ TARGET_STEPS: tuple[Step, ...] = (
     Step("verify", "plan verification (EXPLAIN)", Verification,
          lambda c: pipeline.verify_plans(c.target, c["create_index"], c["advise"].queries),
          needs=("create_index", "advise")),
-    Step("bench_after", "benchmark after the change", Bench, _benchmark, needs=("advise",), after=("verify",)),
+    Step("bench_after", "benchmark after the change", Bench, _benchmark, needs=("advise",), after=("verify",),
+         replays=True),
     Step("judge", "keep/revert decision", Judgement, _judge,
          needs=("create_index", "verify", "bench_before", "bench_after")),
     Step("revert_indexes", "revert of unhelpful indexes", IndexChanges, _revert, needs=("advise", "judge"),
@@ -265,11 +268,21 @@ class ScopeRun:
         return {s.name: s.dump(self.results.get(s.name)) for s in steps} | {"skipped": dict(self.skipped)}
 
 
-def run_target(plan: Plan, spec: TargetSpec, target: Target, *, dry_run: bool, reports_dir: Path) -> ScopeRun:
-    """Every step of one target in declared order, without Airflow (``dbopt apply``, tests)."""
+def run_target(
+    plan: Plan,
+    spec: TargetSpec,
+    target: Target,
+    *,
+    dry_run: bool,
+    reports_dir: Path,
+    bench_target: Target | None = None,
+) -> ScopeRun:
+    """Every step of one target in declared order, without Airflow (``dbopt apply``, tests).
+    ``bench_target``: the same database as a read-only user, for the steps that replay queries."""
     out = ScopeRun()
     for s in declared(TARGET_STEPS, plan, spec):
-        ctx = StepContext(plan, dry_run, out.results, spec=spec, target=target, reports_dir=reports_dir)
+        on = bench_target if s.replays and bench_target is not None else target
+        ctx = StepContext(plan, dry_run, out.results, spec=spec, target=on, reports_dir=reports_dir)
         try:
             if s.items is not None:
                 out.results[s.name] = tuple(s.execute(dataclasses.replace(ctx, item=i)) for i in s.items(ctx))

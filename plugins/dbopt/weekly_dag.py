@@ -144,7 +144,9 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
         try:
             if spec is None:
                 return step.execute(ctx).to_dict()
-            with opened_target(spec.conn_id) as target:
+            # a replay of the application's queries runs as the benchmark user where the plan names one
+            conn_id = (spec.bench_conn_id or spec.conn_id) if step.replays else spec.conn_id
+            with opened_target(conn_id) as target:
                 return step.execute(dataclasses.replace(ctx, target=target)).to_dict()
         except steps.Skip as why:
             get_current_context()["ti"].xcom_push(key=SKIPPED_KEY, value=str(why))

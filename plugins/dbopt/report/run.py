@@ -97,6 +97,11 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
         "backup": _pick(backup.to_dict(), ("kind", "path", "verified", "detail")) if backup else None,
         "verify_method": verify.method if verify else None,
         "chart": f"latency-{name}",
+        "refused": [
+            {"name": q.get("name"), "reason": q["refused"], "text": (q.get("sql") or [""])[0]}
+            for q in (advise.queries if advise else ())
+            if q.get("refused")
+        ],
     }
 
 
@@ -130,6 +135,7 @@ def _notes(record: Mapping[str, Any], gate: Gate | None, targets: list[dict[str,
             notes.append(f"{t['name']}: " + "; ".join(said) + ".")
         if missing and (gate is None or gate.decision != "NO-GO"):
             notes.append(f"{t['name']}: no result from {', '.join(missing)} (failed or not reached).")
+        notes += [f"{t['name']}: not replayed (unsafe), {r['reason']}: {r['text'][:160]}" for r in t["refused"]]
     return notes
 
 

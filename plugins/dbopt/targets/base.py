@@ -23,6 +23,9 @@ TOOL_MARKER = "/* dbopt */"
 
 Dialect = Literal["postgres", "mysql", "sqlite"]
 
+# A replayed benchmark query is cut off after this long (a runaway replay is not a measurement).
+REPLAY_TIMEOUT_S = 60.0
+
 
 class TargetError(Exception):
     """A target operation failed in a way the caller should report, not retry blindly."""
@@ -340,15 +343,17 @@ class Target(ABC):
         """Back up before a change (see README: dbopt never modifies data rows)."""
 
     # --- measurement -------------------------------------------------------------------------
-    def timed(self, query: str) -> float:
-        """Run a query, fetch every row, return the wall time in milliseconds.
+    @abstractmethod
+    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
+        """Replay one query read-only, fetch every row, return the wall time in milliseconds.
 
+        Read-only by construction, whatever the text says: one statement only (a string holding
+        several is refused by the engine), in a read-only transaction that is always rolled back
+        (SQLite: a separate read-only connection), cut off after ``timeout_s``. Callers screen the
+        text first (``dbopt.replay_safety``) for what a read-only transaction still allows.
         A benchmark replays the application's own statements: targets whose statistics key on the
         statement text (PostgreSQL) run these untagged.
         """
-        start = time.perf_counter()
-        self.execute(query)
-        return (time.perf_counter() - start) * 1000.0
 
     @abstractmethod
     def execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple]:

@@ -26,6 +26,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from dbopt.targets.base import (
+    REPLAY_TIMEOUT_S,
     TOOL_MARKER,
     BackupResult,
     DdlResult,
@@ -50,6 +51,7 @@ EXACT_COUNT_BELOW = 100_000  # TABLE_ROWS is an InnoDB estimate; small tables ar
 RETRYABLE_ERRNOS = {1205, 1213}
 ER_DUP_KEYNAME = 1061
 # MariaDB's "KEY k (c) IGNORED" attribute, which sqlglot cannot parse; removed for the check only.
+_WRITE = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(?:insert|update|delete|replace)\b", re.IGNORECASE | re.DOTALL)
 _MARIADB_IGNORED_KEY = re.compile(r"(?<=\))[ \t]+IGNORED(?=[ \t]*,?[ \t]*$)", re.MULTILINE)
 
 
@@ -136,6 +138,39 @@ class MySQLTarget(Target):
             # no parameters → no %-formatting, so a literal '%' (LIKE 'a%') needs no escaping
             cur.execute(f"{TOOL_MARKER} {statement}", tuple(params) if params else None)
             return list(cur.fetchall()) if cur.description else []
+
+    @contextmanager
+    def _rolled_back(self, read_only: bool = True) -> Iterator[None]:
+        """A transaction always rolled back (READ ONLY unless told): for anything running the application's text."""
+        self.execute("START TRANSACTION READ ONLY" if read_only else "START TRANSACTION")
+        try:
+            yield
+        finally:
+            self.execute("ROLLBACK")
+
+    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
+        # READ ONLY and always rolled back: a stored function the query calls cannot write. The
+        # connection has no CLIENT.MULTI_STATEMENTS (PyMySQL's default), so the server refuses a
+        # string holding several statements. MariaDB's max_statement_time is in seconds, MySQL's
+        # max_execution_time (SELECT only) in milliseconds.
+        limit = (
+            f"max_statement_time = {float(timeout_s)}"
+            if self.is_mariadb
+            else f"max_execution_time = {max(1, round(timeout_s * 1000))}"
+        )
+        try:
+            self.execute(f"SET SESSION {limit}")
+            try:
+                with self._rolled_back(), self._conn.cursor() as cur:
+                    start = time.perf_counter()
+                    cur.execute(f"{TOOL_MARKER} {query}")  # no parameters: a '%' stays as written
+                    cur.fetchall()
+                    return (time.perf_counter() - start) * 1000.0
+            finally:
+                self.execute(f"SET SESSION {limit.split(' = ')[0]} = DEFAULT")
+        except pymysql.MySQLError as err:
+            raise TargetError(f"{'MariaDB' if self.is_mariadb else 'MySQL'} refused the replay: {err}; "
+                              f"query: {query[:300]}") from err  # fmt: skip
 
     def _table_ref(self, table: str, schema: str | None = None) -> str:
         return f"{self.quote(schema)}.{self.quote(table)}" if schema else self.quote(table)
@@ -226,12 +261,16 @@ class MySQLTarget(Target):
         """
         text = bind_placeholders(query.strip().rstrip(";"))
         try:
-            document = self.execute(f"EXPLAIN FORMAT=JSON {text}")[0][0]
-            try:
-                return reduce_plan(json.loads(document), text)
-            except json.JSONDecodeError:
-                # MariaDB 10.x writes '"' inside names and conditions unescaped: read the table form.
-                return reduce_tabular(self._dict_rows(f"EXPLAIN {text}"), text)
+            # The optimizer calls a DETERMINISTIC stored function with constant arguments while it
+            # plans, and one declared so may still write: READ ONLY, rolled back. EXPLAIN of an
+            # UPDATE/DELETE is refused in a READ ONLY transaction; rolling back undoes InnoDB writes.
+            with self._rolled_back(read_only=not _WRITE.match(text)):
+                document = self.execute(f"EXPLAIN FORMAT=JSON {text}")[0][0]
+                try:
+                    return reduce_plan(json.loads(document), text)
+                except json.JSONDecodeError:
+                    # MariaDB 10.x writes '"' inside names and conditions unescaped: read the table form.
+                    return reduce_tabular(self._dict_rows(f"EXPLAIN {text}"), text)
         except pymysql.MySQLError as err:
             raise TargetError(
                 f"EXPLAIN failed for {text[:200]!r}: {err}. Explain a concrete example of the statement "

@@ -1,7 +1,8 @@
 """PostgreSQL target: pg_stat_statements workload, JSON plans, HypoPG what-if, online index builds.
 
 One psycopg 3 connection in autocommit mode (CREATE INDEX CONCURRENTLY cannot run in a transaction).
-Every statement carries ``TOOL_MARKER`` and every identifier is composed with ``psycopg.sql``.
+Every statement carries ``TOOL_MARKER`` and every identifier is composed with ``psycopg.sql``, except
+benchmark replays (``timed``): the application's text as is, in a rolled-back READ ONLY transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,10 +23,12 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg.rows import RowFactory, namedtuple_row, tuple_row
 from sqlalchemy.engine import URL, make_url
 
 from dbopt.targets.base import (
+    REPLAY_TIMEOUT_S,
     TOOL_MARKER,
     BackupResult,
     DdlResult,
@@ -218,13 +222,10 @@ class PostgresTarget(Target):
         statement: str | sql.Composable,
         params: Sequence[Any] | dict[str, Any] | None = None,
         row_factory: RowFactory | None = None,
-        tag: bool = True,
     ) -> list:
-        """Send one statement, tagged unless told otherwise; raw psycopg errors (callers classify them)."""
-        if not tag:
-            query: str | sql.Composable = statement
-        elif isinstance(statement, str):
-            query = f"{TOOL_MARKER} {statement}"
+        """Send one tagged statement; raw psycopg errors (callers classify them)."""
+        if isinstance(statement, str):
+            query: str | sql.Composable = f"{TOOL_MARKER} {statement}"
         else:
             query = sql.Composed([sql.SQL(TOOL_MARKER + " "), statement])
         with self._conn.cursor(row_factory=row_factory or tuple_row) as cur:
@@ -255,21 +256,42 @@ class PostgresTarget(Target):
     def server_version(self) -> str:
         return self._run("SHOW server_version")[0][0]
 
-    def execute(self, statement: str, params: Sequence[Any] | None = None, *, tag: bool = True) -> list[tuple]:
+    def execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple]:
         try:
-            return self._run(statement, params, tag=tag)
+            return self._run(statement, params)
         except psycopg.Error as err:
             raise TargetError(
                 f"PostgreSQL rejected the statement: {str(err).strip()}; statement: {statement[:300]}"
             ) from err
 
-    def timed(self, query: str) -> float:
+    @contextmanager
+    def _read_only(self) -> Iterator[None]:
+        """A READ ONLY transaction, always rolled back: for anything that runs the application's text."""
+        self._run("BEGIN TRANSACTION READ ONLY")
+        try:
+            yield
+        finally:
+            if self._conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                self._run("ROLLBACK")
+
+    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
+        # READ ONLY and always rolled back: a function the query calls cannot write, nextval() and
+        # FOR UPDATE fail. binary=True makes psycopg use the extended protocol even without
+        # parameters (it sends a parameterless query through the simple protocol otherwise), and
+        # there the server refuses a string holding several statements.
         # Untagged: pg_stat_statements keeps the first text it sees for a queryid (comments are not
         # part of the id), so a tagged replay could hide the application's own statement from the
         # next extraction. The replayed queries are the application's, and count as its workload.
-        start = time.perf_counter()
-        self.execute(query, tag=False)
-        return (time.perf_counter() - start) * 1000.0
+        try:
+            with self._read_only(), self._conn.cursor() as cur:
+                self._run("SELECT set_config('statement_timeout', %s, true)", [f"{max(1, round(timeout_s * 1000))}"])
+                start = time.perf_counter()
+                cur.execute(query, binary=True)  # type: ignore[arg-type]  # the application's text, as is
+                if cur.description is not None:
+                    cur.fetchall()
+                return (time.perf_counter() - start) * 1000.0
+        except psycopg.Error as err:
+            raise TargetError(f"PostgreSQL refused the replay: {str(err).strip()}; query: {query[:300]}") from err
 
     # --- workload ----------------------------------------------------------------------------
     def _stat_statements_schema(self) -> str:
@@ -338,7 +360,9 @@ class PostgresTarget(Target):
             if placeholders:
                 raw = self._explain_generic(text, max(placeholders))
             else:
-                raw = self._run(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(text))[0][0]
+                # read-only: planning folds IMMUTABLE functions, and one declared so may still write
+                with self._read_only():
+                    raw = self._run(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(text))[0][0]
         except psycopg.Error as err:
             raise TargetError(f"cannot EXPLAIN {text[:200]!r}: {err}".strip()) from err
         return plan_to_explain(raw)
@@ -348,14 +372,13 @@ class PostgresTarget(Target):
         name = sql.Identifier(f"dbopt_{uuid.uuid4().hex[:12]}")
         nulls = sql.SQL(", ").join([sql.NULL] * nparams)
         prepared = False
-        self._run("BEGIN")
         try:
-            self._run("SET LOCAL plan_cache_mode = force_generic_plan")
-            self._run(sql.SQL("PREPARE {} AS ").format(name) + sql.SQL(query))
-            prepared = True
-            return self._run(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(name, nulls))[0][0]
+            with self._read_only():
+                self._run("SET LOCAL plan_cache_mode = force_generic_plan")
+                self._run(sql.SQL("PREPARE {} AS ").format(name) + sql.SQL(query))
+                prepared = True
+                return self._run(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(name, nulls))[0][0]
         finally:
-            self._run("ROLLBACK")
             # PREPARE is not transactional: deallocate exactly this statement (others may be in use)
             if prepared:
                 self._run(sql.SQL("DEALLOCATE {}").format(name))

@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlglot.errors import TokenError
 
 from dbopt.targets.base import (
+    REPLAY_TIMEOUT_S,
     TOOL_MARKER,
     BackupResult,
     DdlResult,
@@ -80,8 +81,11 @@ class SQLiteTarget(Target):
             raise TargetError(f"cannot open SQLite database {self.path}: {err}; check the path in the URL") from err
         self._sampler = StatSampler(self.execute, self.quote, sample_rows)
         self._dbstat: bool | None = None
+        self._reader: sqlite3.Connection | None = None  # replays only; opened on first use
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         self._conn.close()
 
     def quote(self, identifier: str) -> str:
@@ -99,6 +103,32 @@ class SQLiteTarget(Target):
             return self._sql(statement, params or ())
         except sqlite3.Error as err:
             raise TargetError(f"{self.path}: {err} in: {statement[:300]}") from err
+
+    def _read_only(self) -> sqlite3.Connection:
+        """A second connection that cannot write: opened with mode=ro, and query_only on top."""
+        if self._reader is None:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            try:
+                self._reader = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.BUSY_TIMEOUT_S)
+                self._reader.execute("PRAGMA query_only = ON")
+            except sqlite3.Error as err:
+                raise TargetError(f"cannot open {self.path} read-only for the benchmark: {err}") from err
+        return self._reader
+
+    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
+        # sqlite3 runs one statement per execute() (several in one string are an error), and this
+        # connection cannot write; SQLite has no statement timeout, so a progress handler stops it.
+        conn = self._read_only()
+        deadline = time.monotonic() + timeout_s
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, 10000)
+        try:
+            start = time.perf_counter()
+            conn.execute(f"{TOOL_MARKER} {query}").fetchall()
+            return (time.perf_counter() - start) * 1000.0
+        except sqlite3.Error as err:
+            raise TargetError(f"{self.path}: the replay was refused: {err}; query: {query[:300]}") from err
+        finally:
+            conn.set_progress_handler(None, 0)
 
     # --- workload ---------------------------------------------------------------------------
     def workload(self, flt: WorkloadFilter | None = None) -> list[Statement]:
