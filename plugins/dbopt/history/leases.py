@@ -92,7 +92,9 @@ def claim(engine: Engine, target: str, me: Holder, ttl_s: float) -> Holder | Non
         held = Holder(row.run_id, row.plan_id, row.kind, row.host, row.pid, row.since, row.expires)
         if held.run_id == me.run_id:
             renewed = values | {"since": held.since}  # a renewal keeps the run's start
-        elif held.stale(now):
+        elif held.stale(now) or (me.kind == held.kind == "dag" and me.plan_id == held.plan_id):
+            # Airflow runs one run of a DAG at a time (max_active_runs=1): an earlier run of the same
+            # DAG that still holds the lease died before its report task
             renewed = values
         else:
             return held

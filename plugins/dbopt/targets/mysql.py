@@ -58,9 +58,11 @@ ER_DUP_KEYNAME = 1061
 _MARIADB_IGNORED_KEY = re.compile(r"(?<=[)'])[ \t]+IGNORED(?=[ \t]*,?[ \t]*$)", re.MULTILINE)
 
 
-# A session blocks an ALTER when it holds a metadata lock on the table inside an open transaction
-# (idle between statements) or in a statement that has run for a while.
-_BLOCKER = "(p.COMMAND = 'Sleep' AND t.trx_id IS NOT NULL OR p.TIME >= 1)"
+# A session blocks an ALTER when it holds a metadata lock on the table while idle (only an open
+# transaction or LOCK TABLES keeps one between statements) or in a statement that has run for a
+# while. INNODB_TRX is only joined to show since when: InnoDB refreshes that view at most every
+# 100 ms, so a transaction that has just begun may not be in it yet.
+_BLOCKER = "(p.COMMAND = 'Sleep' OR p.TIME >= 1)"
 _MDL_SQL = {
     "mariadb": f"""
 SELECT DISTINCT m.THREAD_ID, p.USER, p.HOST, p.COMMAND, p.TIME, t.trx_started
@@ -78,10 +80,11 @@ LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID
 WHERE m.OBJECT_TYPE = 'TABLE' AND m.OBJECT_SCHEMA = COALESCE(%s, DATABASE()) AND m.OBJECT_NAME = %s
   AND p.ID <> CONNECTION_ID() AND {_BLOCKER}""",
 }
-_OPEN_TRX_SQL = """
+# Without a metadata-lock view: every open transaction (as of InnoDB's last refresh of INNODB_TRX).
+_OPEN_TRX_SQL = f"""
 SELECT p.ID, p.USER, p.HOST, p.COMMAND, p.TIME, t.trx_started
 FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
-WHERE p.ID <> CONNECTION_ID() AND (p.COMMAND = 'Sleep' OR p.TIME >= 1)"""
+WHERE p.ID <> CONNECTION_ID() AND {_BLOCKER}"""
 
 
 class _LockBusy(Exception):
