@@ -280,3 +280,18 @@ def test_mariadb_apply_refused_while_a_young_transaction_touched_the_table(mysql
     assert run.returncode == 1, run.stdout + run.stderr
     assert "an open transaction has touched 'items'" in run.stderr
     assert _indexes(mysql_url) == {}
+
+
+def test_a_finished_build_leaves_no_claim_on_a_later_invalid_index_of_that_name(pg_url, tmp_path):
+    _fill(pg_url, 20000)
+    spec = IndexSpec("items", ("a",))
+    plan = Plan.model_validate(yaml.safe_load(_plan_file(tmp_path, "postgres").read_text()))
+    with open_target(pg_url) as target:
+        assert pipeline.create_index(plan, target, spec.to_dict(), dry_run=False)["status"] == "created"
+        target.execute(f'DROP INDEX "{spec.name}"')
+    with psycopg.connect(pg_url, autocommit=True) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(f'CREATE UNIQUE INDEX CONCURRENTLY "{spec.name}" ON items (a)')  # someone else's, INVALID
+    with open_target(pg_url) as target:
+        again = pipeline.create_index(plan, target, spec.to_dict(), dry_run=False)
+    assert again["status"] == "refused", again
+    assert _indexes(pg_url)[spec.name] == (("a",), False)

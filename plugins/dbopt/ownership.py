@@ -33,6 +33,12 @@ def record_build(target: Target, name: str) -> None:
         leases.record_build(engine, key, name, holder.run_id if holder else "")
 
 
+def forget_build(target: Target, name: str) -> None:
+    """After a build that left nothing behind: the mark on the index (or its absence) says it all."""
+    with leases.opened() as engine:
+        leases.forget_build(engine, target.identity(), name)
+
+
 def index_named(target: Target, table: str, name: str, schema: str | None = None) -> IndexInfo | None:
     qualified = f"{schema}.{table}" if schema and target.dialect == "postgres" else table
     return next((ix for ix in target.indexes([qualified]) if ix.name.lower() == name.lower()), None)

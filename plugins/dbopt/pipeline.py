@@ -158,7 +158,12 @@ def _claim_names(
     for spec in wanted:
         ix = by_name.get(spec.name.lower())
         if ix is not None and owns(target, ix):
-            if not ix.valid:  # dbopt's own crashed build: create_index drops and rebuilds it
+            if ix.valid:  # (the same columns would have counted as existing above)
+                reason = (f"dbopt built {ix.name} earlier on other columns ({', '.join(ix.columns)}): drop it or "
+                          "give the plan's index another name")  # fmt: skip
+                refused.append({"table": spec.table, "index": spec.name, "columns": list(spec.columns),
+                                "reason": reason})  # fmt: skip
+            else:  # dbopt's own crashed build: create_index drops and rebuilds it
                 create.append(spec)
             continue
         if ix is not None:
@@ -222,7 +227,7 @@ def check_access(target: Target, tables: Iterable[str] = ()) -> None:
 def create_index(plan: Plan, target: Target, spec: dict[str, Any], dry_run: bool) -> dict[str, Any]:
     """Build one index online after every guardrail passed (a refusal is a result, not a crash)."""
     from dbopt.guardrails import GuardrailError, guard_index_build, only_index_ddl
-    from dbopt.ownership import describe, index_named, owns, record_build
+    from dbopt.ownership import describe, forget_build, index_named, owns, record_build
 
     ix = IndexSpec.from_dict(spec)
     statement = target.index_ddl(ix)
@@ -250,6 +255,8 @@ def create_index(plan: Plan, target: Target, spec: dict[str, Any], dry_run: bool
     result = target.create_index(
         ix, lock_timeout_s=p.lock_timeout_s, statement_timeout_s=p.statement_timeout_s, retries=p.retries
     )
+    if not result.left_behind:  # the record is needed only to clean up after a crash or a leftover
+        forget_build(target, ix.name)
     return result.to_dict() | {"guardrails": guard, "invalid_cleaned": result.invalid_cleaned or cleaned}
 
 

@@ -121,6 +121,11 @@ def record_build(engine: Engine, target: str, index: str, run_id: str) -> None:
         conn.execute(stmt.on_conflict_do_update(index_elements=["target", "index_name"], set_=row))
 
 
+def forget_build(engine: Engine, target: str, index: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(IndexBuild).where(IndexBuild.target == target, IndexBuild.index_name == index))
+
+
 def build_started(engine: Engine, target: str, index: str) -> bool:
     with engine.connect() as conn:
         found = conn.execute(
