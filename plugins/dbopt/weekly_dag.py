@@ -179,8 +179,12 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
                 return _fail_on_problem(pipeline.create_index(p, target, spec_, dry))
 
         # after failed builds too: the indexes the other builds made are still judged (and reverted)
-        @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
-        def verify(created: list[dict[str, Any]] | None, queries: list[dict[str, Any]]) -> dict[str, Any]:
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def verify(created: list[dict[str, Any]] | None, queries: list[dict[str, Any]] | None) -> dict[str, Any]:
+            if queries is None:  # advise did not run (NO-GO, or an earlier step failed)
+                from airflow.exceptions import AirflowSkipException
+
+                raise AirflowSkipException("nothing to verify: the advice step did not run")
             with opened_target(spec.conn_id) as target:
                 specs = [{"name": c["index"]} for c in (created or [])]
                 return pipeline.verify_plans(target, specs, queries) | {"created": list(created or [])}
