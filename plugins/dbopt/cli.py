@@ -121,12 +121,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    """Exit 0 only when every build and drop did what was asked and nothing was left behind."""
+    from dbopt.runlock import cli_holder, hold_target
+
     plan = _plan_for(args)
-    with open_target(args.url) as target, ExitStack() as stack:
+    with (
+        open_target(args.url) as target,
+        hold_target(target, cli_holder(plan.id), plan.run, release_lease=True),
+        ExitStack() as stack,
+    ):
         bench = stack.enter_context(open_target(args.bench_url)) if args.bench_url else None
         summary = apply(plan, target, dry_run=args.dry_run, bench=bench)
     print(json.dumps(summary, indent=2, default=str) if args.json else _apply_text(summary))
-    return 0
+    problems = pipeline.run_problems(summary["created"], summary["reverted"], summary["advice"])
+    for problem in problems:
+        print(f"dbopt: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def apply(plan: Plan, target: Any, dry_run: bool, bench: Any = None) -> dict[str, Any]:
@@ -151,7 +161,12 @@ def apply(plan: Plan, target: Any, dry_run: bool, bench: Any = None) -> dict[str
 def _apply_text(s: dict[str, Any]) -> str:
     lines = [f"workload statements: {s['workload']}", f"indexes to build: {len(s['advice']['create'])}"]
     lines += [f"  not replayed {r['name']}: {r['reason']}" for r in s["refused"]]
-    lines += [f"  {c['status']:8} {c['index']} ({c.get('attempts', 0)} attempts)" for c in s["created"]]
+    lines += [f"  foreign {f['table']}.{f['index']}: {f['reason']}" for f in s["advice"].get("foreign", [])]
+    lines += [f"  refused {r['index']}: {r['reason']}" for r in s["advice"].get("refused", [])]
+    for c in s["created"]:
+        lines.append(f"  {c['status']:8} {c['index']} ({c.get('attempts', 0)} attempts)")
+        lines += [f"    {c['error']}"] if c.get("error") else []
+        lines += ["    an INVALID leftover was dropped in this run"] if c.get("invalid_cleaned") else []
     for d in s["decision"]["indexes"]:
         lines.append(f"  {'KEEP  ' if d['keep'] else 'REVERT'} {d['index']}: {d['reason']}")
     lines += [f"  dropped {r['index']}: {r['status']}" for r in s["reverted"]]

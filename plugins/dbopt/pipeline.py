@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dbopt.plan import ExplicitIndex, HealthGate, Plan
-from dbopt.targets.base import IndexSpec, Statement, Target, WorkloadFilter
+from dbopt.targets.base import IndexInfo, IndexSpec, Statement, Target, WorkloadFilter
 
 _DEFAULT_SOURCE = {"postgres": "pg_stat_statements", "mysql": "performance_schema", "sqlite": "querylog"}
 
@@ -106,9 +106,9 @@ def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[s
     from dbopt.advisor import advise as run_advisor
 
     statements = [Statement.from_dict(s) for s in workload]
-    # An INVALID leftover of a crashed build is not an index anyone has: create_index cleans it up
-    # and builds again, and this run then owns the result.
-    before = [ix for ix in target.indexes() if ix.valid]
+    everything = target.indexes()
+    # An INVALID index is not an index anyone has (one dbopt left is rebuilt by create_index).
+    before = [ix for ix in everything if ix.valid]
     preexisting = sorted(ix.name for ix in before)
     explicit = explicit_specs(target, plan.indexes.explicit)
     recommendations: list[dict[str, Any]] = []
@@ -129,20 +129,53 @@ def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[s
         spec = IndexSpec.from_dict(rec["spec"])
         specs.setdefault(spec.name, spec)
     existing = {(ix.table.lower(), tuple(c.lower() for c in ix.columns)) for ix in before}
-    create = [
-        s.to_dict()
-        for s in specs.values()
-        if s.name not in preexisting and (s.table.lower(), tuple(c.lower() for c in s.columns)) not in existing
-    ]
+    wanted = [s for s in specs.values() if (s.table.lower(), tuple(c.lower() for c in s.columns)) not in existing]
+    create, foreign, refused = _claim_names(target, wanted, {ix.name.lower(): ix for ix in everything})
     return {
         "preexisting": preexisting,
-        "create": create,
-        "ddl": {s["name"]: target.index_ddl(IndexSpec.from_dict(s)) for s in create},
+        "create": [s.to_dict() for s in create],
+        "ddl": {s.name: target.index_ddl(s) for s in create},
+        "foreign": foreign,
+        "refused": refused,
         "explicit": [s.name for s in explicit],
         "recommendations": recommendations,
         "drop_candidates": drop_candidates,
         "skipped": skipped,
     }
+
+
+def _claim_names(
+    target: Target, wanted: list[IndexSpec], by_name: dict[str, IndexInfo]
+) -> tuple[list[IndexSpec], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The specs to build, the foreign indexes found under their names, and the specs refused.
+
+    A name held by an index dbopt did not build is left alone: the spec moves to its second name,
+    and is refused (with the reason) when that one is taken as well.
+    """
+    from dbopt.ownership import describe, other_name, owns
+
+    create, foreign, refused = [], [], []
+    for spec in wanted:
+        ix = by_name.get(spec.name.lower())
+        if ix is not None and owns(target, ix):
+            if ix.valid:  # (the same columns would have counted as existing above)
+                reason = (f"dbopt built {ix.name} earlier on other columns ({', '.join(ix.columns)}): drop it or "
+                          "give the plan's index another name")  # fmt: skip
+                refused.append({"table": spec.table, "index": spec.name, "columns": list(spec.columns),
+                                "reason": reason})  # fmt: skip
+            else:  # dbopt's own crashed build: create_index drops and rebuilds it
+                create.append(spec)
+            continue
+        if ix is not None:
+            foreign.append(describe(ix))
+            spec = other_name(spec)
+            if spec.name.lower() in by_name:
+                reason = "both dbopt names of this index are taken by indexes dbopt did not build"
+                refused.append({"table": spec.table, "index": spec.name, "columns": list(spec.columns),
+                                "reason": reason})  # fmt: skip
+                continue
+        create.append(spec)
+    return create, foreign, refused
 
 
 def bench_queries(plan: Plan, workload: list[dict[str, Any]], dialect: str) -> list[dict[str, Any]]:
@@ -216,22 +249,37 @@ def check_access(target: Target, tables: Iterable[str] = ()) -> None:
 def create_index(plan: Plan, target: Target, spec: dict[str, Any], dry_run: bool) -> dict[str, Any]:
     """Build one index online after every guardrail passed (a refusal is a result, not a crash)."""
     from dbopt.guardrails import GuardrailError, guard_index_build, only_index_ddl
+    from dbopt.ownership import describe, forget_build, index_named, owns, record_build
 
     ix = IndexSpec.from_dict(spec)
     statement = target.index_ddl(ix)
     if dry_run:
         only_index_ddl(statement, target.dialect)
         return {"action": "create", "table": ix.table, "index": ix.name, "status": "dry_run", "statement": statement}
+    base = {"action": "create", "table": ix.table, "index": ix.name, "statement": statement}
+    present = index_named(target, ix.table, ix.name, ix.schema)
+    if present is not None and not owns(target, present):
+        return base | {"status": "refused", "error": describe(present)["reason"]}
     try:
         guard = guard_index_build(plan, target, ix)
     except GuardrailError as err:
-        return {"action": "create", "table": ix.table, "index": ix.name, "status": "refused", "statement": statement,
-                "error": str(err)}  # fmt: skip
+        return base | {"status": "refused", "error": str(err)}
     p = plan.indexes
+    cleaned = False
+    if present is not None and not present.valid:  # dbopt's own crashed build (owns() said so)
+        dropped = target.drop_index(present.table, ix.name, lock_timeout_s=p.lock_timeout_s, retries=p.retries)
+        if dropped.status != "dropped":
+            error = f"cannot drop the INVALID leftover of an earlier build: {dropped.error}"
+            return base | {"status": "failed", "left_behind": f"INVALID index {ix.name!r}", "guardrails": guard,
+                           "error": error}  # fmt: skip
+        cleaned = True
+    record_build(target, ix.name)
     result = target.create_index(
         ix, lock_timeout_s=p.lock_timeout_s, statement_timeout_s=p.statement_timeout_s, retries=p.retries
     )
-    return result.to_dict() | {"guardrails": guard}
+    if not result.left_behind:  # the record is needed only to clean up after a crash or a leftover
+        forget_build(target, ix.name)
+    return result.to_dict() | {"guardrails": guard, "invalid_cleaned": result.invalid_cleaned or cleaned}
 
 
 def verify_plans(target: Target, specs: list[dict[str, Any]], queries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -295,7 +343,10 @@ def keep_or_revert(
 def revert_indexes(
     plan: Plan, target: Target, advice: dict[str, Any], decision: dict[str, Any], dry_run: bool
 ) -> list[dict[str, Any]]:
-    """Drop exactly the indexes this run created and judged useless (never a pre-existing one)."""
+    """Drop exactly the indexes this run created and judged useless (never a pre-existing one, never
+    one without dbopt's mark)."""
+    from dbopt.ownership import index_named
+
     preexisting = set(advice["preexisting"])
     results = []
     for d in decision["indexes"]:
@@ -303,6 +354,11 @@ def revert_indexes(
             continue
         if dry_run:
             results.append({"action": "drop", "table": d["table"], "index": d["index"], "status": "dry_run"})
+            continue
+        present = index_named(target, d["table"], d["index"])
+        if present is not None and not present.owned:
+            results.append({"action": "drop", "table": d["table"], "index": d["index"], "status": "refused",
+                            "error": "it does not carry dbopt's mark: dbopt did not build it, left alone"})  # fmt: skip
             continue
         r = target.drop_index(d["table"], d["index"], lock_timeout_s=plan.indexes.lock_timeout_s,
                               retries=plan.indexes.retries)  # fmt: skip
@@ -342,3 +398,13 @@ def backup_tables(plan: Plan, advice: dict[str, Any], scope: Iterable[str]) -> l
     if plan.indexes.allow_drops:
         tables |= {d["table"] for d in advice["drop_candidates"]}
     return sorted(tables) or list(scope)
+
+
+def run_problems(created: list[dict[str, Any]], reverted: list[dict[str, Any]], advice: dict[str, Any]) -> list[str]:
+    """Why a run did not do what was asked: builds or drops that failed or were refused, anything
+    left behind, planned indexes refused for their names. Empty when it did."""
+    problems = [f"{r['action']} {r['index']}: {r['status']}: {r.get('error') or ''}".strip()
+                for r in [*created, *reverted] if r["status"] in ("failed", "refused")]  # fmt: skip
+    problems += [f"left behind: {r['left_behind']}" for r in [*created, *reverted] if r.get("left_behind")]
+    problems += [f"not built {r['index']}: {r['reason']}" for r in advice.get("refused", [])]
+    return problems

@@ -24,10 +24,12 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, get_current_context, task
 
 from dbopt import pipeline
+from dbopt.history.leases import Holder
 from dbopt.hooks.database import DbTargetHook
 from dbopt.notify import failure_notifier
-from dbopt.plan import Plan, PlanError, ServiceRef, TargetSpec
+from dbopt.plan import Plan, PlanError, RunPolicy, ServiceRef, TargetSpec
 from dbopt.run_record import canary_group_id, step_recorder
+from dbopt.runlock import hold_target, release_run
 from dbopt.targets.base import IndexSpec, Target
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -69,13 +71,37 @@ def _params(plan: Plan) -> dict[str, Param]:
 
 
 @contextmanager
-def opened_target(conn_id: str) -> Iterator[Target]:
-    """The target of a connection, connected for one task and closed after."""
+def opened_target(conn_id: str, policy: RunPolicy | None = None) -> Iterator[Target]:
+    """The target of a connection, connected and held for this DAG run during one task (see
+    ``dbopt.runlock``: the run's lease lasts until its report task; ``policy`` says whether to wait
+    for another run — the first task that takes the lease passes the plan's)."""
     hook = DbTargetHook(conn_id)
     try:
-        yield hook.target
+        with hold_target(hook.target, _run_holder(), policy or RunPolicy(), release_lease=False):
+            yield hook.target
     finally:
         hook.close()
+
+
+def _run_holder() -> Holder:
+    ctx = get_current_context()
+    return Holder(_run_key(ctx), ctx["dag"].dag_id, "dag")
+
+
+def _run_key(ctx: Any) -> str:
+    return f"{ctx['dag'].dag_id}/{ctx['run_id']}"
+
+
+def _fail_on_problem(result: dict[str, Any]) -> dict[str, Any]:
+    """A build that failed, was refused or left something behind fails its task (no retry), its
+    result recorded first: the run then ends failed with the reason."""
+    problems = pipeline.run_problems([result], [], {})
+    if problems:
+        from airflow.exceptions import AirflowFailException
+
+        get_current_context()["ti"].xcom_push(key="return_value", value=result)
+        raise AirflowFailException("; ".join(problems))
+    return result
 
 
 def prometheus_source(conn_id: str, scopes: dict[str, dict[str, str]], window_s: float) -> Any:
@@ -150,10 +176,15 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
         def create_index(spec_: dict[str, Any]) -> dict[str, Any]:
             p, dry = _context_plan(plan)
             with opened_target(spec.conn_id) as target:
-                return pipeline.create_index(p, target, spec_, dry)
+                return _fail_on_problem(pipeline.create_index(p, target, spec_, dry))
 
-        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-        def verify(created: list[dict[str, Any]] | None, queries: list[dict[str, Any]]) -> dict[str, Any]:
+        # after failed builds too: the indexes the other builds made are still judged (and reverted)
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def verify(created: list[dict[str, Any]] | None, queries: list[dict[str, Any]] | None) -> dict[str, Any]:
+            if queries is None:  # advise did not run (NO-GO, or an earlier step failed)
+                from airflow.exceptions import AirflowSkipException
+
+                raise AirflowSkipException("nothing to verify: the advice step did not run")
             with opened_target(spec.conn_id) as target:
                 specs = [{"name": c["index"]} for c in (created or [])]
                 return pipeline.verify_plans(target, specs, queries) | {"created": list(created or [])}
@@ -341,7 +372,7 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             rules = pipeline.gate_rules(p.health_gate)
             results = {}
             for spec in p.targets:
-                with opened_target(spec.conn_id) as target:
+                with opened_target(spec.conn_id, p.run) as target:
                     pipeline.check_access(target, spec.tables)
                     sources = {
                         "database": DatabaseSource(target=target, long_transaction_s=p.health_gate.long_transaction_s)
@@ -367,7 +398,10 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             from dbopt.run_record import collect_and_report
 
             ctx = get_current_context()
-            return collect_and_report(plan, ctx, reports_dir)
+            try:
+                return collect_and_report(plan, ctx, reports_dir)
+            finally:
+                release_run(_run_key(ctx))  # the run's hold on its databases ends with its report
 
         @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
         def failed_run_watcher() -> None:
