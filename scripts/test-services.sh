@@ -74,5 +74,9 @@ if [ "$(mariadb -uroot -h"$MYHOST_ADDR" -Nse "select @@performance_schema")" != 
 fi
 mariadb -uroot -h"$MYHOST_ADDR" -e "UPDATE performance_schema.setup_consumers SET ENABLED='YES'
   WHERE NAME IN ('events_statements_current', 'events_statements_history', 'events_statements_history_long')"
+# dbopt refuses an ALTER while an open transaction holds a metadata lock on the table; this plugin
+# (shipped with MariaDB, loadable at run time) shows which tables each session has locked.
+[ "$(mariadb -uroot -h"$MYHOST_ADDR" -Nse "SELECT COUNT(*) FROM information_schema.PLUGINS
+  WHERE PLUGIN_NAME = 'METADATA_LOCK_INFO'")" = "1" ] || mariadb -uroot -h"$MYHOST_ADDR" -e "INSTALL SONAME 'metadata_lock_info'"
 my_ok || { echo "test-services: MariaDB did not come back after restart; see /var/log/mysql/error.log" >&2; exit 1; }
 echo "test-services: PostgreSQL $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show server_version') (preload: $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show shared_preload_libraries')), MariaDB $(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select version()') (performance_schema=$(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select @@performance_schema')) ready"

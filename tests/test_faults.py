@@ -31,8 +31,10 @@ from hypothesis import strategies as st
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from dbopt import pipeline
 from dbopt.guardrails import GuardrailError, Limits, check_disk, guard_index_build, only_index_ddl
-from dbopt.plan import PlanError, parse_plan
+from dbopt.ownership import record_build
+from dbopt.plan import Plan, PlanError, parse_plan
 from dbopt.targets import open_target
 from dbopt.targets.base import IndexSpec
 
@@ -126,6 +128,10 @@ def own_pg() -> Iterator[tuple[str, Path]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _plan(dialect: str, **indexes: float) -> Plan:
+    return Plan.model_validate({"id": "faults", "targets": [{"conn_id": "db", "dialect": dialect}], "indexes": indexes})
+
+
 def _progress_phase(url: str) -> str | None:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT phase FROM pg_stat_progress_create_index LIMIT 1").fetchone()
@@ -142,6 +148,7 @@ def test_server_restart_during_concurrent_build_next_run_cleans_invalid_leftover
     def build() -> None:
         try:
             with open_target(url) as target:
+                record_build(target, spec.name)  # as pipeline.create_index does before every build
                 outcome["result"] = target.create_index(spec, lock_timeout_s=120, retries=0)
         except Exception as err:  # the server goes away mid-statement
             outcome["error"] = err
@@ -174,8 +181,9 @@ def test_server_restart_during_concurrent_build_next_run_cleans_invalid_leftover
     with open_target(url) as target:
         leftover = [ix for ix in target.indexes(["big"]) if ix.name == spec.name]
         assert [ix.valid for ix in leftover] == [False], f"restart in phase {phase_at_restart!r}"
-        rerun = target.create_index(spec, lock_timeout_s=30)
-        assert (rerun.status, rerun.invalid_cleaned) == ("created", True), rerun
+        # the history says dbopt started that build: the next run drops its leftover and builds again
+        rerun = pipeline.create_index(_plan("postgres"), target, spec, dry_run=False)
+        assert (rerun.status, rerun.extra["invalid_cleaned"]) == ("created", True), rerun
         assert [ix.valid for ix in target.indexes(["big"]) if ix.name == spec.name] == [True]
     assert checksum(url, "big") == before
 
@@ -212,19 +220,22 @@ def test_long_transaction_build_gives_up_and_leaves_a_known_state(db_url):
     before = checksum(db_url, "items")
     spec = IndexSpec("items", ("a",))
     with open_target(db_url) as target:
+        plan = _plan(target.dialect, lock_timeout_s=0.5, retries=0)
         with _holding(db_url):
-            blocked = target.create_index(spec, lock_timeout_s=0.5, retries=0)
+            blocked = pipeline.create_index(plan, target, spec, dry_run=False)
             assert blocked.status == "failed" and blocked.attempts == 1, blocked
+            assert pipeline.run_problems([blocked]), "a failed build is a problem of the run"
             names = {ix.name: ix.valid for ix in target.indexes(["items"])}
             if target.dialect == "postgres":
                 # CIC registered the index before it waited; the drop is blocked too, and the result says so
                 assert names.get(spec.name) is False
-                assert "could not be dropped yet" in (blocked.error or "")
+                assert "could not be dropped (still blocked" in (blocked.error or "")
+                assert blocked.extra["left_behind"] == f"INVALID index {spec.name!r}"
             else:
                 assert spec.name not in names  # nothing was changed
-        after = target.create_index(spec, lock_timeout_s=5)
+        after = pipeline.create_index(_plan(target.dialect), target, spec, dry_run=False)
         assert after.status == "created", after
-        assert after.invalid_cleaned is (target.dialect == "postgres")
+        assert after.extra["invalid_cleaned"] is (target.dialect == "postgres")
         assert all(ix.valid for ix in target.indexes(["items"]))
     assert checksum(db_url, "items") == before
 

@@ -46,7 +46,7 @@ def test_schema_is_created_once_and_versioned(history_url):
     try:
         assert upgrade(engine) == MIGRATIONS[-1].version  # second run: nothing to do
         with engine.connect() as conn:
-            assert current_version(conn) == 1
+            assert current_version(conn) == MIGRATIONS[-1].version
             assert conn.execute(text("SELECT count(*) FROM dbopt_schema_version")).scalar() == 1
             assert {"dbopt_runs", "dbopt_steps", "dbopt_scaling"} <= set(inspect(conn).get_table_names())
     finally:
@@ -56,13 +56,14 @@ def test_schema_is_created_once_and_versioned(history_url):
 def test_a_later_migration_runs_once_on_an_existing_database(history_url):
     HistoryStore(history_url).close()
     engine = make_engine(history_url)
-    v2 = Migration(2, "test: notes table", lambda c: c.execute(text("CREATE TABLE dbopt_test_notes (id INTEGER)")))
+    n = MIGRATIONS[-1].version + 1
+    nxt = Migration(n, "test: notes table", lambda c: c.execute(text("CREATE TABLE dbopt_test_notes (id INTEGER)")))
     try:
-        assert upgrade(engine, (*MIGRATIONS, v2)) == 2
-        assert upgrade(engine, (*MIGRATIONS, v2)) == 2  # applied once: a second CREATE TABLE would fail
+        assert upgrade(engine, (*MIGRATIONS, nxt)) == n
+        assert upgrade(engine, (*MIGRATIONS, nxt)) == n  # applied once: a second CREATE TABLE would fail
         with engine.connect() as conn:
-            assert current_version(conn) == 2 and inspect(conn).has_table("dbopt_test_notes")
-        with pytest.raises(HistorySchemaError, match="schema version 2, newer than this dbopt knows"):
+            assert current_version(conn) == n and inspect(conn).has_table("dbopt_test_notes")
+        with pytest.raises(HistorySchemaError, match=f"schema version {n}, newer than this dbopt knows"):
             HistoryStore(history_url)
     finally:
         engine.dispose()

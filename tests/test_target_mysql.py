@@ -184,8 +184,8 @@ def test_table_stats(target: MySQLTarget, app: pymysql.Connection) -> None:
 def test_index_ddl(target: MySQLTarget) -> None:
     spec = IndexSpec("orders", ("customer_id", "amount"), descending=(False, True), include=("note",), unique=True)
     assert target.index_ddl(spec) == (
-        f"ALTER TABLE `orders` ADD UNIQUE INDEX `{spec.name}` (`customer_id`, `amount` DESC, `note`),"
-        " ALGORITHM=INPLACE, LOCK=NONE"
+        f"ALTER TABLE `orders` ADD UNIQUE INDEX `{spec.name}` (`customer_id`, `amount` DESC, `note`)"
+        " COMMENT 'dbopt-built', ALGORITHM=INPLACE, LOCK=NONE"
     )
 
 
@@ -202,15 +202,24 @@ def test_create_and_drop_are_idempotent(target: MySQLTarget, app: pymysql.Connec
     assert bad.status == "failed" and "no_such_column" in bad.error
 
 
-def test_create_index_gives_up_on_metadata_lock(target: MySQLTarget, app: pymysql.Connection, mysql_url: str) -> None:
+def test_create_index_refused_while_a_young_transaction_touched_the_table(
+    target: MySQLTarget, app: pymysql.Connection, mysql_url: str
+) -> None:
+    assert target.create_index(IndexSpec("orders", ("customer_id",), name="ix_cust")).status == "created"
     holder = _connect(mysql_url)
     try:
         _query(holder, "START TRANSACTION")
         _query(holder, "SELECT id FROM orders LIMIT 1")  # holds a shared metadata lock until COMMIT
         spec = IndexSpec("orders", ("amount",))
+        started = time.monotonic()
         result = target.create_index(spec, lock_timeout_s=1, retries=1)
-        assert result.status == "failed" and result.attempts == 2
-        assert "1205" in result.error and "Lock wait timeout" in result.error
+        # refused before any ALTER queued (a queued ALTER would stall every write behind it)
+        assert result.status == "failed" and result.attempts == 2, result
+        assert "refused: an open transaction has touched 'orders'" in result.error
+        assert f"connection {holder.thread_id()}" in result.error and "idle in its transaction" in result.error
+        assert time.monotonic() - started < 2  # two checks and the 0.5 s back-off, no lock wait
+        dropped = target.drop_index("orders", "ix_cust", retries=0)
+        assert dropped.status == "failed" and "refused: an open transaction" in dropped.error
         assert not any(ix.name == spec.name for ix in target.indexes(["orders"]))
     finally:
         _query(holder, "COMMIT")

@@ -275,9 +275,12 @@ def test_index_ddl(target: SQLiteTarget) -> None:
     spec = IndexSpec("orders", ("customer_id", "created_at"), descending=(False, True), include=("amount",))
     assert target.index_ddl(spec) == (
         f'CREATE INDEX IF NOT EXISTS "{spec.name}" ON "orders" ("customer_id", "created_at" DESC, "amount")'
+        " /* dbopt-built */"  # the ownership mark, kept in sqlite_master
     )
     unique = IndexSpec("customers", ("email",), unique=True, name="customers_email")
-    assert target.index_ddl(unique) == 'CREATE UNIQUE INDEX IF NOT EXISTS "customers_email" ON "customers" ("email")'
+    assert target.index_ddl(unique) == (
+        'CREATE UNIQUE INDEX IF NOT EXISTS "customers_email" ON "customers" ("email") /* dbopt-built */'
+    )
     with pytest.raises(TargetError, match="INCLUDE"):
         target.index_ddl(IndexSpec("customers", ("email",), include=("region",), unique=True))
 

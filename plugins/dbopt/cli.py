@@ -149,16 +149,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    """Exit 0 only when every build and drop did what was asked and nothing was left behind."""
+    from dbopt.runlock import cli_holder, hold_target
+
     plan = _plan_for(args)
     spec = _target_spec(plan, args)
-    with open_target(args.url) as target, ExitStack() as stack:
+    with (
+        open_target(args.url) as target,
+        hold_target(target, cli_holder(plan.id), plan.run, release_lease=True),
+        ExitStack() as stack,
+    ):
         bench = stack.enter_context(open_target(args.bench_url)) if args.bench_url else None
         record = apply(plan, spec, target, dry_run=args.dry_run, reports_dir=Path(args.reports_dir), bench=bench)
     print(json.dumps(record, indent=2, default=str) if args.json else _apply_text(record))
     if record["tasks"]["health_check"]["decision"] != "GO":
         return NO_GO
-    changes = [c for data in record["targets"].values() for _, c in _changes(data)]
-    return CHANGE_FAILED if any(c.status in ("failed", "refused") for c in changes) else 0
+    problems = []
+    for data in record["targets"].values():
+        results = steps.load(steps.TARGET_STEPS, data)
+        problems += pipeline.run_problems([c for _, c in _changes(data)], results["advise"])
+    for problem in problems:
+        print(f"dbopt: {problem}", file=sys.stderr)
+    return CHANGE_FAILED if problems else 0
 
 
 def apply(
@@ -198,15 +210,18 @@ def _apply_text(record: dict[str, Any]) -> str:
         lines.append(f"target {name}:")
         if r["extract"] is not None:
             lines.append(f"  workload statements: {len(r['extract'].statements)}")
-        if r["advise"] is not None:
-            lines.append(f"  indexes to build: {len(r['advise'].create)}")
-            if r["advise"].not_built_reason:
-                lines.append(f"  not built: {r['advise'].not_built_reason}")
-            lines += [f"  not replayed {q['name']}: {q['refused']}" for q in r["advise"].queries if q.get("refused")]
+        if (advice := r["advise"]) is not None:
+            lines.append(f"  indexes to build: {len(advice.create)}")
+            if advice.not_built_reason:
+                lines.append(f"  not built: {advice.not_built_reason}")
+            lines += [f"  not replayed {q['name']}: {q['refused']}" for q in advice.queries if q.get("refused")]
+            lines += [f"  foreign {f['table']}.{f['index']}: {f['reason']}" for f in advice.foreign]
+            lines += [f"  refused {f['index']}: {f['reason']}" for f in advice.refused]
         if r["judge"] is not None:
             lines += [f"  {'KEEP  ' if d.keep else 'REVERT'} {d.index}: {d.reason}" for d in r["judge"].indexes]
-        lines += [f"  {step.name}: {c.action} {c.index}: {c.status}{' — ' + c.error if c.error else ''}"
-                  for step, c in _changes(data)]  # fmt: skip
+        for step, c in _changes(data):
+            lines.append(f"  {step.name}: {c.action} {c.index}: {c.status}{' — ' + c.error if c.error else ''}")
+            lines += ["    an INVALID leftover was dropped in this run"] if c.extra.get("invalid_cleaned") else []
         lines += [f"  skipped {s}: {why}" for s, why in data["skipped"].items()]
     for key, data in record["canaries"].items():
         lines += [f"canary {key}: skipped {s}: {why}" for s, why in data["skipped"].items()]

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dbopt.plan import ExplicitIndex, HealthGate, Plan, TargetSpec
-from dbopt.results import Advice, Gate, IndexChange, IndexChanges, Judgement, Verification, Workload
-from dbopt.targets.base import IndexSpec, Target, WorkloadFilter
+from dbopt.results import Advice, Gate, IndexChange, IndexChanges, Judgement, Verdict, Verification, Workload
+from dbopt.targets.base import IndexInfo, IndexSpec, Target, WorkloadFilter
 
 
 def gate_rules(gate: HealthGate) -> list[dict[str, Any]]:
@@ -109,9 +109,9 @@ def advise(plan: Plan, target: Target, workload: Workload) -> Advice:
     from dbopt.advisor import advise as run_advisor
 
     statements = list(workload.statements)
-    # An INVALID leftover of a crashed build is not an index anyone has: create_index cleans it up
-    # and builds again, and this run then owns the result.
-    before = [ix for ix in target.indexes() if ix.valid]
+    everything = target.indexes()
+    # An INVALID index is not an index anyone has (one dbopt left is rebuilt by create_index).
+    before = [ix for ix in everything if ix.valid]
     preexisting = sorted(ix.name for ix in before)
     explicit = explicit_specs(target, plan.indexes.explicit)
     recommendations: list[dict[str, Any]] = []
@@ -132,20 +132,53 @@ def advise(plan: Plan, target: Target, workload: Workload) -> Advice:
         spec = IndexSpec.from_dict(rec["spec"])
         specs.setdefault(spec.name, spec)
     existing = {(ix.table.lower(), tuple(c.lower() for c in ix.columns)) for ix in before}
-    create = tuple(
-        s
-        for s in specs.values()
-        if s.name not in preexisting and (s.table.lower(), tuple(c.lower() for c in s.columns)) not in existing
-    )
+    wanted = [s for s in specs.values() if (s.table.lower(), tuple(c.lower() for c in s.columns)) not in existing]
+    create, foreign, refused = _claim_names(target, wanted, {ix.name.lower(): ix for ix in everything})
     return Advice(
         preexisting=tuple(preexisting),
-        create=create,
+        create=tuple(create),
         ddl={s.name: target.index_ddl(s) for s in create},
+        foreign=tuple(foreign),
+        refused=tuple(refused),
         explicit=tuple(s.name for s in explicit),
         recommendations=tuple(recommendations),
         drop_candidates=tuple(drop_candidates),
         skipped=tuple(skipped),
     )
+
+
+def _claim_names(
+    target: Target, wanted: list[IndexSpec], by_name: dict[str, IndexInfo]
+) -> tuple[list[IndexSpec], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The specs to build, the foreign indexes found under their names, and the specs refused.
+
+    A name held by an index dbopt did not build is left alone: the spec moves to its second name,
+    and is refused (with the reason) when that one is taken as well.
+    """
+    from dbopt.ownership import describe, other_name, owns
+
+    create, foreign, refused = [], [], []
+    for spec in wanted:
+        ix = by_name.get(spec.name.lower())
+        if ix is not None and owns(target, ix):
+            if ix.valid:  # (the same columns would have counted as existing above)
+                reason = (f"dbopt built {ix.name} earlier on other columns ({', '.join(ix.columns)}): drop it or "
+                          "give the plan's index another name")  # fmt: skip
+                refused.append({"table": spec.table, "index": spec.name, "columns": list(spec.columns),
+                                "reason": reason})  # fmt: skip
+            else:  # dbopt's own crashed build: create_index drops and rebuilds it
+                create.append(spec)
+            continue
+        if ix is not None:
+            foreign.append(describe(ix))
+            spec = other_name(spec)
+            if spec.name.lower() in by_name:
+                reason = "both dbopt names of this index are taken by indexes dbopt did not build"
+                refused.append({"table": spec.table, "index": spec.name, "columns": list(spec.columns),
+                                "reason": reason})  # fmt: skip
+                continue
+        create.append(spec)
+    return create, foreign, refused
 
 
 def bench_queries(plan: Plan, workload: list[dict[str, Any]], dialect: str) -> list[dict[str, Any]]:
@@ -221,20 +254,37 @@ def check_access(target: Target, tables: Iterable[str] = ()) -> None:
 def create_index(plan: Plan, target: Target, ix: IndexSpec, dry_run: bool) -> IndexChange:
     """Build one index online after every guardrail passed (a refusal is a result, not a crash)."""
     from dbopt.guardrails import GuardrailError, guard_index_build, only_index_ddl
+    from dbopt.ownership import describe, forget_build, index_named, owns, record_build
 
     statement = target.index_ddl(ix)
     if dry_run:
         only_index_ddl(statement, target.dialect)
         return IndexChange("create", ix.table, ix.name, "dry_run", statement)
+    base = {"action": "create", "table": ix.table, "index": ix.name, "statement": statement}
+    present = index_named(target, ix.table, ix.name, ix.schema)
+    if present is not None and not owns(target, present):
+        return IndexChange.from_dict(base | {"status": "refused", "error": describe(present)["reason"]})
     try:
         guard = guard_index_build(plan, target, ix)
     except GuardrailError as err:
-        return IndexChange("create", ix.table, ix.name, "refused", statement, error=str(err))
+        return IndexChange.from_dict(base | {"status": "refused", "error": str(err)})
     p = plan.indexes
+    cleaned = False
+    if present is not None and not present.valid:  # dbopt's own crashed build (owns() said so)
+        dropped = target.drop_index(present.table, ix.name, lock_timeout_s=p.lock_timeout_s, retries=p.retries)
+        if dropped.status != "dropped":
+            error = f"cannot drop the INVALID leftover of an earlier build: {dropped.error}"
+            return IndexChange.from_dict(base | {"status": "failed", "left_behind": f"INVALID index {ix.name!r}",
+                                                 "guardrails": guard, "error": error})  # fmt: skip
+        cleaned = True
+    record_build(target, ix.name)
     result = target.create_index(
         ix, lock_timeout_s=p.lock_timeout_s, statement_timeout_s=p.statement_timeout_s, retries=p.retries
     )
-    return IndexChange.from_dict(result.to_dict() | {"guardrails": guard})
+    if not result.left_behind:  # the record is needed only to clean up after a crash or a leftover
+        forget_build(target, ix.name)
+    cleaned = result.invalid_cleaned or cleaned
+    return IndexChange.from_dict(result.to_dict() | {"guardrails": guard, "invalid_cleaned": cleaned})
 
 
 def verify_plans(target: Target, created: Iterable[IndexChange], queries: Iterable[dict[str, Any]]) -> Verification:
@@ -305,14 +355,25 @@ def _drop(plan: Plan, target: Target, table: str, index: str, reason: str, dry_r
 def revert_indexes(
     plan: Plan, target: Target, advice: Advice, judgement: Judgement, dry_run: bool, *, kept_too: bool = False
 ) -> IndexChanges:
-    """Drop exactly the indexes this run created and judged useless (never a pre-existing one);
-    ``kept_too``: after a canary rollback, the ones it kept as well."""
+    """Drop exactly the indexes this run created and judged useless (never a pre-existing one, never
+    one without dbopt's mark); ``kept_too``: after a canary rollback, the ones it kept as well."""
     drops = [
-        _drop(plan, target, d.table, d.index, d.reason if not d.keep else "the canary rolled back", dry_run)
+        _revert_one(plan, target, d, dry_run)
         for d in judgement.indexes
         if (kept_too or not d.keep) and d.index not in advice.preexisting
     ]
     return IndexChanges(tuple(drops), "" if drops else "every index this run built was kept")
+
+
+def _revert_one(plan: Plan, target: Target, d: Verdict, dry_run: bool) -> IndexChange:
+    from dbopt.ownership import index_named
+
+    if not dry_run:
+        present = index_named(target, d.table, d.index)
+        if present is not None and not present.owned:
+            return IndexChange("drop", d.table, d.index, "refused",
+                               error="it does not carry dbopt's mark: dbopt did not build it, left alone")  # fmt: skip
+    return _drop(plan, target, d.table, d.index, d.reason if not d.keep else "the canary rolled back", dry_run)
 
 
 def drop_unused(plan: Plan, target: Target, advice: Advice, dry_run: bool) -> IndexChanges:
@@ -333,3 +394,14 @@ def backup_tables(plan: Plan, advice: Advice, scope: Iterable[str]) -> list[str]
     if plan.indexes.allow_drops:
         tables |= {d["table"] for d in advice.drop_candidates}
     return sorted(tables) or list(scope)
+
+
+def run_problems(changes: Iterable[IndexChange], advice: Advice | None = None) -> list[str]:
+    """Why a run did not do what was asked: builds or drops that failed or were refused, anything
+    left behind, planned indexes refused for their names. Empty when it did."""
+    changes = list(changes)
+    problems = [f"{c.action} {c.index}: {c.status}: {c.error or ''}".strip()
+                for c in changes if c.status in ("failed", "refused")]  # fmt: skip
+    problems += [f"left behind: {c.extra['left_behind']}" for c in changes if c.extra.get("left_behind")]
+    problems += [f"not built {r['index']}: {r['reason']}" for r in (advice.refused if advice else ())]
+    return problems

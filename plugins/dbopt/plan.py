@@ -312,6 +312,18 @@ class MaintenanceWindow(Strict):
     end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, 24-hour clock")
 
 
+class RunPolicy(Strict):
+    """One run per database at a time (see README, "One run per database")."""
+
+    on_busy: Literal["fail", "wait"] = Field(
+        "fail", description="another run holds the database: fail at once, or wait for it (up to wait_timeout_s)"
+    )
+    wait_timeout_s: float = Field(3600, gt=0)
+    lease_ttl_s: float = Field(
+        86400, gt=0, description="a run's hold on the database expires this long after its last step (a dead run)"
+    )
+
+
 class Plan(Strict):
     id: Annotated[str, Field(description="lower-case id; the DAG is dbopt_<id>")]
     description: str = ""
@@ -327,6 +339,7 @@ class Plan(Strict):
     monitor: MonitorSpec = MonitorSpec()
     report: ReportSpec = ReportSpec()
     maintenance_window: MaintenanceWindow | None = None
+    run: RunPolicy = RunPolicy()
 
     @field_validator("id")
     @classmethod

@@ -174,7 +174,7 @@ def _pg_table_grants(target: Target, who: str, rows: list[tuple]) -> list[Missin
 _GRANT_LINE = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<object>(?:FUNCTION |PROCEDURE |PACKAGE )?\S+) TO ")
 _MYSQL_NEEDS = (
     # (privilege, object, database-level?, needed for)
-    ("PROCESS", "*.*", False, "the health gate (information_schema.INNODB_TRX: long transactions)"),
+    ("PROCESS", "*.*", False, "the health gate and the pre-ALTER metadata-lock check (other sessions)"),
     ("SELECT", "performance_schema.*", False, "the workload (performance_schema statement digests)"),
     ("SELECT", "{db}.*", True, "EXPLAIN, table statistics and the before/after benchmarks"),
     ("INDEX", "{db}.*", True, "ALTER TABLE … ADD/DROP INDEX"),

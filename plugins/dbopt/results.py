@@ -105,6 +105,8 @@ class Advice(Result):
     preexisting: tuple[str, ...] = ()
     create: tuple[IndexSpec, ...] = ()
     ddl: dict[str, str] = field(default_factory=dict)
+    foreign: tuple[dict[str, Any], ...] = ()  # indexes dbopt did not build, found under a name it wanted
+    refused: tuple[dict[str, Any], ...] = ()  # planned indexes not built for their names (with the reason)
     explicit: tuple[str, ...] = ()
     recommendations: tuple[dict[str, Any], ...] = ()
     drop_candidates: tuple[dict[str, Any], ...] = ()
@@ -117,6 +119,8 @@ class Advice(Result):
         "not_built": lambda v: tuple(IndexSpec.from_dict(s) for s in v),
         "recommendations": _dicts,
         "drop_candidates": _dicts,
+        "foreign": _dicts,
+        "refused": _dicts,
         "skipped": _dicts,
         "queries": _dicts,
     }

@@ -82,6 +82,7 @@ class Step:
     item_type: type[Data] | None = None
     applies: Callable[[Plan, TargetSpec | None], bool] = _always  # declared for this plan (and target)?
     retries: int | None = None
+    after_failures: bool = False  # runs after failed builds too: what the others built is still judged
     replays: bool = False  # replays the application's queries: as the benchmark user where there is one
     cli_skip: str = ""  # why ``dbopt apply`` does not run an operator step
 
@@ -212,11 +213,11 @@ TARGET_STEPS: tuple[Step, ...] = (
          retries=2),
     Step("verify", "plan verification (EXPLAIN)", Verification,
          lambda c: pipeline.verify_plans(c.target, c["create_index"], c["advise"].queries),
-         needs=("create_index", "advise")),
+         needs=("create_index", "advise"), after_failures=True),
     Step("bench_after", "benchmark after the change", Bench, _benchmark, needs=("advise",), after=("verify",),
          replays=True),
     Step("judge", "keep/revert decision", Judgement, _judge,
-         needs=("create_index", "verify", "bench_before", "bench_after")),
+         needs=("create_index", "verify", "bench_before", "bench_after"), after_failures=True),
     Step("revert_indexes", "revert of unhelpful indexes", IndexChanges, _revert, needs=("advise", "judge"),
          changes_db=True),
     # after keep/revert, so the new indexes' verdicts are not confounded by the drops

@@ -31,12 +31,14 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, XComArg, get_current_context, task
 
-from dbopt import steps
+from dbopt import pipeline, steps
+from dbopt.history.leases import Holder
 from dbopt.hooks.database import DbTargetHook
 from dbopt.notify import failure_notifier
-from dbopt.plan import Plan, PlanError, ServiceRef, TargetSpec
+from dbopt.plan import Plan, PlanError, RunPolicy, ServiceRef, TargetSpec
 from dbopt.results import Gate
 from dbopt.run_record import SKIPPED_KEY, canary_group_id, step_recorder
+from dbopt.runlock import hold_target, release_run
 from dbopt.targets.base import Target
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -78,13 +80,37 @@ def _params(plan: Plan) -> dict[str, Param]:
 
 
 @contextmanager
-def opened_target(conn_id: str) -> Iterator[Target]:
-    """The target of a connection, connected for one task and closed after."""
+def opened_target(conn_id: str, policy: RunPolicy | None = None) -> Iterator[Target]:
+    """The target of a connection, connected and held for this DAG run during one task (see
+    ``dbopt.runlock``: the run's lease lasts until its report task; ``policy`` says whether to wait
+    for another run — the first task that takes the lease passes the plan's)."""
     hook = DbTargetHook(conn_id)
     try:
-        yield hook.target
+        with hold_target(hook.target, _run_holder(), policy or RunPolicy(), release_lease=False):
+            yield hook.target
     finally:
         hook.close()
+
+
+def _run_holder() -> Holder:
+    ctx = get_current_context()
+    return Holder(_run_key(ctx), ctx["dag"].dag_id, "dag")
+
+
+def _run_key(ctx: Any) -> str:
+    return f"{ctx['dag'].dag_id}/{ctx['run_id']}"
+
+
+def _fail_on_problem(result: Any) -> dict[str, Any]:
+    """A change that failed, was refused or left something behind fails its task (no retry), its
+    result recorded first: the run then ends failed with the reason."""
+    problems = pipeline.run_problems(result.changes())
+    if problems:
+        from airflow.exceptions import AirflowFailException
+
+        get_current_context()["ti"].xcom_push(key="return_value", value=result.to_dict())
+        raise AirflowFailException("; ".join(problems))
+    return result.to_dict()
 
 
 def prometheus_source(conn_id: str, scopes: dict[str, dict[str, str]], window_s: float) -> Any:
@@ -116,7 +142,12 @@ def _doc(plan: Plan, source: Path) -> str:
 def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step, reports_dir: Path) -> Any:
     """One declared step as a TaskFlow task: earlier results in (``inputs``, by step name), the
     step's typed result out as a dict. A ``Skip`` becomes a skipped task whose reason the record keeps."""
-    rule = TriggerRule.ALL_SUCCESS if not (step.needs or step.after) else TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+    if step.after_failures:  # ends skipped (with the reason) when an input did not come
+        rule = TriggerRule.ALL_DONE
+    elif step.needs or step.after:
+        rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+    else:
+        rule = TriggerRule.ALL_SUCCESS
     options: dict[str, Any] = {"task_id": step.name, "trigger_rule": rule}
     if step.retries is not None:
         options |= {"retries": step.retries, "retry_delay": pendulum.duration(seconds=5)}
@@ -133,7 +164,8 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
             results,
             spec=spec,
             reports_dir=reports_dir,
-            open_target=lambda t: opened_target(t.conn_id),
+            # the gate is the run's first hold on its databases: it waits (or not) as the plan says
+            open_target=lambda t: opened_target(t.conn_id, p.run if scope == "run" else None),
             item=None if item is None or step.item_type is None else step.item_type.from_dict(item),
         )
         if scope == "run" and p.health_gate.metrics_conn_id:
@@ -141,18 +173,26 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
             ctx = dataclasses.replace(ctx, metrics=lambda: prometheus_source(conn_id, {"service": {}}, window))
         if scope == "service":
             ctx = dataclasses.replace(ctx, targets=_all_target_results(p))
+        if step.after_failures and (missing := [n for n in step.needs if results[n] is None]):
+            reason = f"nothing to do: {', '.join(missing)} did not run"
+            get_current_context()["ti"].xcom_push(key=SKIPPED_KEY, value=reason)
+            raise AirflowSkipException(reason)
         try:
             if spec is None:
-                return step.execute(ctx).to_dict()
+                return _checked(step, step.execute(ctx))
             # a replay of the application's queries runs as the benchmark user where the plan names one
             conn_id = (spec.bench_conn_id or spec.conn_id) if step.replays else spec.conn_id
             with opened_target(conn_id) as target:
-                return step.execute(dataclasses.replace(ctx, target=target)).to_dict()
+                return _checked(step, step.execute(dataclasses.replace(ctx, target=target)))
         except steps.Skip as why:
             get_current_context()["ti"].xcom_push(key=SKIPPED_KEY, value=str(why))
             raise AirflowSkipException(str(why)) from None
 
     return run
+
+
+def _checked(step: steps.Step, result: Any) -> dict[str, Any]:
+    return _fail_on_problem(result) if step.changes_db else result.to_dict()
 
 
 def _stored(step: steps.Step, value: Any) -> Any:
@@ -350,7 +390,10 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             from dbopt.run_record import collect_and_report
 
             ctx = get_current_context()
-            return collect_and_report(plan, ctx, reports_dir)
+            try:
+                return collect_and_report(plan, ctx, reports_dir)
+            finally:
+                release_run(_run_key(ctx))  # the run's hold on its databases ends with its report
 
         @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
         def failed_run_watcher() -> None:

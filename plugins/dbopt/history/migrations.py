@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 
-from dbopt.history.models import Base, SchemaVersion
+from dbopt.history.models import Base, IndexBuild, RunLease, SchemaVersion
 
 # PostgreSQL advisory lock key ("dbopt" in ASCII): two processes migrating at once wait for each other.
 _PG_LOCK_KEY = 0x64626F7074
@@ -39,7 +39,15 @@ def _baseline(conn: Connection) -> None:
     """Version 1 is the schema of the models as first released; nothing to change from it."""
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial history schema", _baseline),)
+def _run_leases(conn: Connection) -> None:
+    RunLease.__table__.create(conn)  # type: ignore[attr-defined]
+    IndexBuild.__table__.create(conn)  # type: ignore[attr-defined]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial history schema", _baseline),
+    Migration(2, "run leases and index builds: one run per database, ownership", _run_leases),
+)
 
 
 def _lock(conn: Connection) -> None:

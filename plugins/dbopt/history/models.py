@@ -200,3 +200,31 @@ class ScalingAction(Base):
     after_max: Mapped[int] = mapped_column(Integer)
     applied: Mapped[bool] = mapped_column()
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RunLease(Base):
+    """Which run holds a database right now: one row per database, claimed and released (the one table
+    whose rows are updated and deleted — a lease is state, not history). See ``dbopt.runlock``."""
+
+    __tablename__ = "dbopt_run_leases"
+
+    target: Mapped[str] = mapped_column(String(250), primary_key=True)  # the database's identity
+    run_id: Mapped[str] = mapped_column(String(250))
+    plan_id: Mapped[str] = mapped_column(String(250))
+    kind: Mapped[str] = mapped_column(String(8))  # "cli" | "dag"
+    host: Mapped[str] = mapped_column(String(250))
+    pid: Mapped[int] = mapped_column(Integer)
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IndexBuild(Base):
+    """An index build dbopt started on a database, written before the build: proof that an INVALID
+    leftover of that name (a crash mid-build leaves no other mark) is dbopt's own to clean up."""
+
+    __tablename__ = "dbopt_index_builds"
+
+    target: Mapped[str] = mapped_column(String(250), primary_key=True)
+    index_name: Mapped[str] = mapped_column(String(250), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)

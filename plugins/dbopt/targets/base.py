@@ -25,6 +25,9 @@ Dialect = Literal["postgres", "mysql", "sqlite"]
 
 # A replayed benchmark query is cut off after this long (a runaway replay is not a measurement).
 REPLAY_TIMEOUT_S = 60.0
+# Written on every index dbopt builds (PostgreSQL COMMENT ON INDEX, MySQL index COMMENT, SQLite a
+# comment kept in the CREATE text): dbopt drops or rebuilds only indexes that carry it.
+OWNER_MARK = "dbopt-built"
 
 
 class TargetError(Exception):
@@ -154,6 +157,7 @@ class IndexInfo(Data):
     redundant_with: str | None = None  # another index that makes this one redundant
     definition: str | None = None
     schema: str | None = None
+    owned: bool = False  # carries OWNER_MARK: dbopt built it
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,7 @@ class DdlResult(Data):
     duration_ms: float = 0.0
     error: str | None = None
     invalid_cleaned: bool = False  # an INVALID leftover of a failed build was dropped
+    left_behind: str | None = None  # what a failed change left in the database (e.g. an INVALID index)
 
     @property
     def changed(self) -> bool:
@@ -341,6 +346,23 @@ class Target(ABC):
     @abstractmethod
     def backup(self, tables: Iterable[str], dest_dir: Path, undo: Sequence[IndexSpec] = ()) -> BackupResult:
         """Back up before a change (see README: dbopt never modifies data rows)."""
+
+    # --- one run at a time (see dbopt.runlock) -----------------------------------------------
+    @abstractmethod
+    def identity(self) -> str:
+        """The database itself, whatever URL reached it: the key of its run lock and lease."""
+
+    @abstractmethod
+    def try_run_lock(self, note: str) -> bool:
+        """Take this database's run lock without waiting (held until ``release_run_lock`` or until this
+        process disconnects or dies); ``note`` says who holds it, where the engine can show that."""
+
+    @abstractmethod
+    def release_run_lock(self) -> None: ...
+
+    @abstractmethod
+    def run_lock_holder(self) -> str | None:
+        """Who holds the run lock, as far as the engine tells (None: nobody, or it cannot tell)."""
 
     # --- measurement -------------------------------------------------------------------------
     @abstractmethod

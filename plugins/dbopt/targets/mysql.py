@@ -9,6 +9,7 @@ IGNORED (MariaDB) / INVISIBLE (MySQL) indexes. Where the two engines' catalogs d
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -26,6 +27,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from dbopt.targets.base import (
+    OWNER_MARK,
     REPLAY_TIMEOUT_S,
     TOOL_MARKER,
     BackupResult,
@@ -49,10 +51,42 @@ PICOSECONDS_PER_MS = 1e9
 EXACT_COUNT_BELOW = 100_000  # TABLE_ROWS is an InnoDB estimate; small tables are counted exactly
 # ER_LOCK_WAIT_TIMEOUT (also raised for a metadata-lock wait past lock_wait_timeout), ER_LOCK_DEADLOCK
 RETRYABLE_ERRNOS = {1205, 1213}
+# Writes that arrive while an ALTER waits for the metadata lock queue behind it: the wait (whole
+# seconds on MariaDB) is kept at the minimum, and the ALTER retries instead of waiting longer.
+MDL_WAIT_S = 1
 ER_DUP_KEYNAME = 1061
-# MariaDB's "KEY k (c) IGNORED" attribute, which sqlglot cannot parse; removed for the check only.
 _WRITE = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(?:insert|update|delete|replace)\b", re.IGNORECASE | re.DOTALL)
-_MARIADB_IGNORED_KEY = re.compile(r"(?<=\))[ \t]+IGNORED(?=[ \t]*,?[ \t]*$)", re.MULTILINE)
+# MariaDB's "KEY k (c) [COMMENT '…'] IGNORED" attribute, which sqlglot cannot parse; removed for the check only.
+_MARIADB_IGNORED_KEY = re.compile(r"(?<=[)'])[ \t]+IGNORED(?=[ \t]*,?[ \t]*$)", re.MULTILINE)
+
+
+# A session blocks an ALTER when it holds a metadata lock on the table while idle (only an open
+# transaction or LOCK TABLES keeps one between statements) or in a statement that has run for a
+# while. INNODB_TRX is only joined to show since when: InnoDB refreshes that view at most every
+# 100 ms, so a transaction that has just begun may not be in it yet.
+_BLOCKER = "(p.COMMAND = 'Sleep' OR p.TIME >= 1)"
+_MDL_SQL = {
+    "mariadb": f"""
+SELECT DISTINCT m.THREAD_ID, p.USER, p.HOST, p.COMMAND, p.TIME, t.trx_started
+FROM information_schema.METADATA_LOCK_INFO m
+JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID
+LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = m.THREAD_ID
+WHERE m.TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND m.TABLE_NAME = %s AND m.THREAD_ID <> CONNECTION_ID()
+  AND {_BLOCKER}""",
+    "mysql": f"""
+SELECT DISTINCT p.ID, p.USER, p.HOST, p.COMMAND, p.TIME, t.trx_started
+FROM performance_schema.metadata_locks m
+JOIN performance_schema.threads th ON th.THREAD_ID = m.OWNER_THREAD_ID
+JOIN information_schema.PROCESSLIST p ON p.ID = th.PROCESSLIST_ID
+LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID
+WHERE m.OBJECT_TYPE = 'TABLE' AND m.OBJECT_SCHEMA = COALESCE(%s, DATABASE()) AND m.OBJECT_NAME = %s
+  AND p.ID <> CONNECTION_ID() AND {_BLOCKER}""",
+}
+# Without a metadata-lock view: every open transaction (as of InnoDB's last refresh of INNODB_TRX).
+_OPEN_TRX_SQL = f"""
+SELECT p.ID, p.USER, p.HOST, p.COMMAND, p.TIME, t.trx_started
+FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
+WHERE p.ID <> CONNECTION_ID() AND {_BLOCKER}"""
 
 
 class _LockBusy(Exception):
@@ -90,6 +124,8 @@ class MySQLTarget(Target):
                 "use mysql://user@host:3306/DBNAME"
             )
         self.database = url.database
+        self._mdl_view: str | None = None  # where metadata locks are read (table_lock_holders)
+        self._run_lock: str | None = None
         socket = url.query.get("unix_socket")
         try:
             self._conn = pymysql.connect(
@@ -284,7 +320,7 @@ class MySQLTarget(Target):
         expression = "NULL" if self.is_mariadb else "s.EXPRESSION"
         rows = self.execute(
             "SELECT s.TABLE_NAME, s.INDEX_NAME, s.COLUMN_NAME, s.COLLATION, s.NON_UNIQUE, s.SUB_PART,"
-            f" s.INDEX_TYPE, {expression}"
+            f" s.INDEX_TYPE, {expression}, s.INDEX_COMMENT"
             " FROM information_schema.STATISTICS s"
             f" WHERE s.TABLE_SCHEMA = DATABASE(){where}"
             " ORDER BY s.TABLE_NAME, s.INDEX_NAME, s.SEQ_IN_INDEX",
@@ -308,7 +344,7 @@ class MySQLTarget(Target):
     ) -> IndexInfo:
         columns, descending, shown = [], [], []
         partial_keys = False  # a prefix key part col(10) or a MySQL 8 functional key part
-        for _, _, column, collation, _, sub_part, _, expression in keys:
+        for _, _, column, collation, _, sub_part, _, expression, _ in keys:
             key = column if column is not None else f"({expression})"
             columns.append(key)
             descending.append(collation == "D")
@@ -331,6 +367,7 @@ class MySQLTarget(Target):
             unused=None if unused is None or primary else (table, name) in unused,
             definition=", ".join(shown),
             schema=self.database,
+            owned=(keys[0][8] or "").startswith(OWNER_MARK),
         )
 
     def _index_sizes(self) -> dict[tuple[str, str], int]:
@@ -429,7 +466,7 @@ class MySQLTarget(Target):
         unique = "UNIQUE " if spec.unique else ""
         return (
             f"ALTER TABLE {self._table_ref(spec.table, spec.schema)} ADD {unique}INDEX {self.quote(spec.name)}"
-            f" ({', '.join(keys)}), ALGORITHM=INPLACE, LOCK=NONE"
+            f" ({', '.join(keys)}) COMMENT '{OWNER_MARK}', ALGORITHM=INPLACE, LOCK=NONE"
         )
 
     def _drop_ddl(self, table: str, name: str, schema: str | None = None) -> str:
@@ -441,11 +478,11 @@ class MySQLTarget(Target):
     def _ddl_session(self, lock_timeout_s: float, statement_timeout_s: float | None = None) -> Iterator[None]:
         """Short lock waits (metadata: lock_wait_timeout; row: innodb_lock_wait_timeout) for one DDL.
 
-        A DDL queued for the metadata lock blocks every later query on the table, so it must give up
-        quickly and retry rather than wait. Both variables take whole seconds. MariaDB's
+        A DDL queued for the metadata lock blocks every later query on the table, so it waits at most
+        ``MDL_WAIT_S`` and retries rather than wait longer. Both variables take whole seconds. MariaDB's
         max_statement_time also bounds the build; MySQL has no such limit for DDL.
         """
-        wait = max(1, math.ceil(lock_timeout_s))
+        wait = min(MDL_WAIT_S, max(1, math.ceil(lock_timeout_s)))
         self.execute(f"SET SESSION lock_wait_timeout = {wait}, SESSION innodb_lock_wait_timeout = {wait}")
         if self.is_mariadb and statement_timeout_s is not None:
             self.execute(f"SET SESSION max_statement_time = {float(statement_timeout_s)}")
@@ -456,13 +493,24 @@ class MySQLTarget(Target):
             if self.is_mariadb and statement_timeout_s is not None:
                 self.execute("SET SESSION max_statement_time = DEFAULT")
 
-    def _run_ddl(self, statement: str, retries: int) -> tuple[int, str | None, int | None]:
-        """Run one DDL with retries on lock timeouts/deadlocks → (attempts, error text, errno)."""
+    def _run_ddl(
+        self, statement: str, retries: int, table: str, schema: str | None = None
+    ) -> tuple[int, str | None, int | None]:
+        """Run one DDL with retries on lock timeouts/deadlocks → (attempts, error text, errno).
+
+        Each attempt first refuses while another session's open transaction has touched the table:
+        the ALTER would queue for the metadata lock, and every write after it behind the ALTER.
+        """
         attempts = 0
 
         def attempt(n: int) -> None:
             nonlocal attempts
             attempts = n
+            if holders := self.table_lock_holders(table, schema):
+                raise _LockBusy(
+                    f"refused: an open transaction has touched {table!r}, so the ALTER would wait for its "
+                    f"metadata lock while writes queue behind it: {'; '.join(holders)}. Wait until it ends"
+                )
             try:
                 self.execute(statement)
             except pymysql.MySQLError as err:
@@ -473,10 +521,48 @@ class MySQLTarget(Target):
         try:
             with_retries(attempt, (_LockBusy,), retries)
         except _LockBusy as err:
-            return attempts, f"gave up after {attempts} attempts waiting for a lock: {err}", None
+            return attempts, f"gave up after {attempts} attempts: {err}", None
         except pymysql.MySQLError as err:
             return attempts, str(err), err.args[0] if err.args else None
         return attempts, None, None
+
+    def table_lock_holders(self, table: str, schema: str | None = None) -> list[str]:
+        """Other sessions whose open transaction holds a metadata lock on the table, or whose statement
+        on it has run 1 s or more (a statement in flight for milliseconds is not a blocker)."""
+        if self._mdl_view is None:
+            self._mdl_view = self._find_mdl_view()
+        if self._mdl_view == "innodb_trx":
+            sql, params = _OPEN_TRX_SQL, None
+        else:
+            sql, params = _MDL_SQL[self._mdl_view], [schema, table]
+        holders = []
+        for conn_id, user, host, command, seconds, trx_started in self.execute(sql, params):
+            idle = "idle in its transaction" if command == "Sleep" else f"running for {seconds}s"
+            holders.append(f"connection {conn_id} ({user}@{host}, transaction since {trx_started or '?'}, {idle})")
+        if holders and self._mdl_view == "innodb_trx":
+            holders.append(
+                "(which tables they touched is unknown: INSTALL SONAME 'metadata_lock_info' to refuse only for "
+                "transactions on this table)"
+            )
+        return holders
+
+    def _find_mdl_view(self) -> str:
+        """MariaDB: the metadata_lock_info plugin; MySQL: performance_schema.metadata_locks; else any
+        open transaction counts (InnoDB cannot say which tables a transaction read)."""
+        if self.execute(
+            "SELECT COUNT(*) FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = 'information_schema' AND TABLE_NAME = 'METADATA_LOCK_INFO'"
+        )[0][0]:
+            return "mariadb"
+        if (
+            not self.is_mariadb
+            and self.execute(
+                "SELECT COUNT(*) FROM performance_schema.setup_instruments"
+                " WHERE NAME = 'wait/lock/metadata/sql/mdl' AND ENABLED = 'YES'"
+            )[0][0]
+        ):
+            return "mysql"
+        return "innodb_trx"
 
     def create_index(
         self,
@@ -491,7 +577,7 @@ class MySQLTarget(Target):
             return DdlResult(action="create", table=spec.table, index=spec.name, status="exists", statement=statement)
         start = time.perf_counter()
         with self._ddl_session(lock_timeout_s, statement_timeout_s):
-            attempts, error, errno = self._run_ddl(statement, retries)
+            attempts, error, errno = self._run_ddl(statement, retries, spec.table, spec.schema)
         if errno == ER_DUP_KEYNAME:  # built by another session between the check and the ALTER
             status, error = "exists", None
         else:
@@ -517,7 +603,7 @@ class MySQLTarget(Target):
             return result
         start = time.perf_counter()
         with self._ddl_session(lock_timeout_s):
-            attempts, error, _ = self._run_ddl(statement, retries)
+            attempts, error, _ = self._run_ddl(statement, retries, table)
         return dataclasses.replace(
             result,
             status="failed" if error else "dropped",
@@ -539,12 +625,43 @@ class MySQLTarget(Target):
         state = hidden if ignored else shown
         statement = f"ALTER TABLE {self.quote(table)} ALTER INDEX {self.quote(name)} {state}"
         with self._ddl_session(lock_timeout_s):
-            _, error, _ = self._run_ddl(statement, retries)
+            _, error, _ = self._run_ddl(statement, retries, table)
         if error:
             raise TargetError(f"{statement} failed: {error}")
         return statement
 
     # --- health and safety -------------------------------------------------------------------
+    # --- one run at a time -------------------------------------------------------------------
+    def identity(self) -> str:
+        host, port = self.execute("SELECT @@hostname, @@port")[0]
+        return f"mysql:{host}:{port}/{self.database}"
+
+    def _run_lock_name(self) -> str:
+        # GET_LOCK names are server-wide and at most 64 characters
+        return "dbopt:" + hashlib.sha1(self.identity().encode()).hexdigest()
+
+    def try_run_lock(self, note: str) -> bool:
+        name = self._run_lock_name()
+        if self.execute("SELECT GET_LOCK(%s, 0)", [name])[0][0] != 1:
+            return False
+        self._run_lock = name
+        return True
+
+    def release_run_lock(self) -> None:
+        if self._run_lock is not None and self._conn.open:
+            self.execute("SELECT RELEASE_LOCK(%s)", [self._run_lock])
+        self._run_lock = None
+
+    def run_lock_holder(self) -> str | None:
+        rows = self.execute(
+            "SELECT p.ID, p.USER, p.HOST, p.TIME FROM information_schema.PROCESSLIST p WHERE p.ID = IS_USED_LOCK(%s)",
+            [self._run_lock_name()],
+        )
+        if not rows:
+            return None
+        conn_id, user, host, seconds = rows[0]
+        return f"connection {conn_id} ({user}@{host}, connected for {seconds}s in its current state)"
+
     def health(self, long_transaction_s: float = 60.0) -> HealthFigures:
         status = {
             name.lower(): value

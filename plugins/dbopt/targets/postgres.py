@@ -7,7 +7,9 @@ benchmark replays (``timed``): the application's text as is, in a rolled-back RE
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import os
 import re
 import shutil
@@ -28,6 +30,7 @@ from psycopg.rows import RowFactory, namedtuple_row, tuple_row
 from sqlalchemy.engine import URL, make_url
 
 from dbopt.targets.base import (
+    OWNER_MARK,
     REPLAY_TIMEOUT_S,
     TOOL_MARKER,
     BackupResult,
@@ -82,7 +85,8 @@ SELECT n.nspname AS schema, t.relname AS table, c.relname AS name, i.indisunique
              FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
              LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum AND k.attnum > 0
              ORDER BY k.ord) AS columns,
-       pg_relation_size(c.oid) AS size, s.idx_scan AS scans, pg_get_indexdef(c.oid) AS definition
+       pg_relation_size(c.oid) AS size, s.idx_scan AS scans, pg_get_indexdef(c.oid) AS definition,
+       coalesce(obj_description(c.oid, 'pg_class'), '') LIKE %(mark)s AS owned
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_class t ON t.oid = i.indrelid
@@ -120,6 +124,14 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_index i ON i.indexrelid = c.oid
 LEFT JOIN pg_class t ON t.oid = i.indrelid
 WHERE n.nspname = %s AND c.relname = %s
+"""
+
+# A bigint advisory key shows in pg_locks as classid (high 32 bits), objid (low 32 bits), objsubid 1.
+_RUN_LOCK_HOLDER_SQL = """
+SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid::bigint = %s AND l.objid::bigint = %s
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
 _HEALTH_SQL = """
@@ -418,6 +430,7 @@ class PostgresTarget(Target):
                 "all": tables is None,
                 "schemas": [s for s, _ in pairs],
                 "names": [t for _, t in pairs],
+                "mark": OWNER_MARK + "%",
             },
             namedtuple_row,
         )
@@ -440,6 +453,7 @@ class PostgresTarget(Target):
                     unused=None if r.scans is None else r.scans == 0 and not (r.unique or r.primary),
                     definition=r.definition,
                     schema=r.schema,
+                    owned=r.owned,
                 )
             )
         # redundancy is judged per schema: IndexInfo.table is the bare table name
@@ -540,14 +554,11 @@ class PostgresTarget(Target):
         return attempts, None
 
     def _drop_leftover(self, schema: str, name: str) -> bool:
-        """Drop the INVALID index a failed build left (one try); True if one was dropped."""
+        """Drop the INVALID index a failed build left; True if one was dropped (psycopg errors: blocked)."""
         state = self._index_state(schema, name)
         if state is None or state.valid or state.table is None or state.builder_pid is not None:
             return False
-        try:
-            self._run(self._drop_sql(schema, name))
-        except psycopg.Error:
-            return False  # still blocked: the caller reports the leftover, the next run cleans it
+        self._run(self._drop_sql(schema, name))
         return True
 
     def create_index(
@@ -570,44 +581,48 @@ class PostgresTarget(Target):
         if existing is not None:
             if existing.table is None:
                 return result("failed", error=f"a relation named {spec.name!r} that is not an index exists")
-            if existing.valid:
-                return result("exists")
             if existing.builder_pid is not None:
                 return result("failed", error=f"index is being built by backend pid {existing.builder_pid}")
+            if existing.valid:
+                return result("exists")
+            # An INVALID index that was there before: dbopt's own crashed build is dropped by the
+            # caller, who can tell (pipeline.create_index); nobody else's is dropped here.
+            return result("failed", error=f"an INVALID index {spec.name!r} exists; left alone (not dropped)")
         cleaned = False
 
-        def clean_leftover(_: BaseException) -> None:
+        # The index did not exist when this call began: an INVALID one now is this call's own failed build.
+        def clean_leftover() -> None:
             nonlocal cleaned
             cleaned = self._drop_leftover(schema, spec.name) or cleaned
 
+        def clean_between_attempts(_: BaseException) -> None:
+            with contextlib.suppress(psycopg.Error):  # still blocked: the next attempt tries again
+                clean_leftover()
+
         self._set_timeouts(lock_timeout_s, statement_timeout_s)
         try:
-            if existing is not None:  # an INVALID leftover of an earlier failed build
-                attempts, err = self._online_ddl(self._drop_sql(schema, spec.name), retries)
-                if err is not None:
-                    return result("failed", attempts, f"cannot drop INVALID leftover {spec.name!r}: {err}".strip())
-                cleaned = True
 
             def build() -> None:
-                nonlocal cleaned
-                state = self._index_state(schema, spec.name)
-                if state is not None and not state.valid:  # a leftover IF NOT EXISTS would skip, reporting success
-                    self._run(self._drop_sql(schema, spec.name))  # still blocked: retried like the build
-                    cleaned = True
+                clean_leftover()  # IF NOT EXISTS would skip a leftover and report success
                 self._run(self._index_sql(spec, online=True))
+                # the ownership mark: dbopt drops or rebuilds only indexes that carry it
+                mark = sql.SQL("COMMENT ON INDEX {} IS {}").format(
+                    sql.Identifier(schema, spec.name), sql.Literal(OWNER_MARK)
+                )
+                self._run(mark)
 
-            attempts, err = self._online_ddl(build, retries, clean_leftover)
+            attempts, err = self._online_ddl(build, retries, clean_between_attempts)
             if err is None:
                 return result("created", attempts, cleaned=cleaned)
-            if not isinstance(err, _RETRYABLE):  # e.g. a uniqueness violation leaves one too
-                clean_leftover(err)
+            # cleaned up in this call (with retries: a blocker may keep the first drop from finishing)
+            cleanup = self._online_ddl(clean_leftover, retries)[1]
             error = str(err).strip()
-            if self._index_state(schema, spec.name) is not None:
-                error += (
-                    f"; INVALID index {spec.name!r} could not be dropped yet (still blocked): "
-                    "the next create_index/drop_index removes it"
-                )
-            return result("failed", attempts, error, cleaned)
+            state = self._index_state(schema, spec.name)
+            left = None
+            if state is not None and not state.valid:
+                left = f"INVALID index {spec.name!r}"
+                error += f"; INVALID index {spec.name!r} could not be dropped (still blocked: {cleanup})"
+            return dataclasses.replace(result("failed", attempts, error, cleaned), left_behind=left)
         finally:
             self._reset_timeouts()
 
@@ -631,6 +646,37 @@ class PostgresTarget(Target):
         if err is not None:
             return DdlResult("drop", table, name, "failed", statement, attempts, elapsed, str(err).strip())
         return DdlResult("drop", table, name, "dropped", statement, attempts, elapsed)
+
+    # --- one run at a time -------------------------------------------------------------------
+    def identity(self) -> str:
+        try:  # the cluster's own id survives address changes; reading it may need pg_monitor
+            cluster = str(self._run("SELECT system_identifier FROM pg_control_system()")[0][0])
+        except psycopg.errors.InsufficientPrivilege:
+            cluster = "{}:{}".format(*self._run("SELECT inet_server_addr(), inet_server_port()")[0])
+        return f"postgres:{cluster}/{self._run('SELECT current_database()')[0][0]}"
+
+    def _run_lock_key(self) -> int:
+        return int.from_bytes(hashlib.sha1(self.identity().encode()).digest()[:8], "big", signed=True)
+
+    def try_run_lock(self, note: str) -> bool:
+        if not self._run("SELECT pg_try_advisory_lock(%s)", [self._run_lock_key()])[0][0]:
+            return False
+        # pg_stat_activity shows the holder to a second run, on any machine
+        self._run("SELECT set_config('application_name', %s, false)", [f"dbopt {note}"[:63]])
+        return True
+
+    def release_run_lock(self) -> None:
+        self._run("SELECT pg_advisory_unlock(%s)", [self._run_lock_key()])
+        self._run("SELECT set_config('application_name', %s, false)", [self._params["application_name"]])
+
+    def run_lock_holder(self) -> str | None:
+        key = self._run_lock_key() & 0xFFFFFFFFFFFFFFFF
+        rows = self._run(_RUN_LOCK_HOLDER_SQL, [key >> 32, key & 0xFFFFFFFF])
+        if not rows:
+            return None
+        pid, app, addr, since = rows[0]
+        where = addr or "local socket"
+        return f"backend pid {pid} ({app or 'no application_name'}) from {where} since {since:%Y-%m-%d %H:%M:%S %Z}"
 
     # --- health and safety -------------------------------------------------------------------
     def health(self, long_transaction_s: float = 60.0) -> HealthFigures:

@@ -12,17 +12,19 @@ URL: ``sqlite:////abs/path/app.db?query_log=/abs/path/app.queries.jsonl`` (the l
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TextIO
 
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
 from sqlglot.errors import TokenError
 
 from dbopt.targets.base import (
+    OWNER_MARK,
     REPLAY_TIMEOUT_S,
     TOOL_MARKER,
     BackupResult,
@@ -82,8 +84,10 @@ class SQLiteTarget(Target):
         self._sampler = StatSampler(self.execute, self.quote, sample_rows)
         self._dbstat: bool | None = None
         self._reader: sqlite3.Connection | None = None  # replays only; opened on first use
+        self._run_lock: TextIO | None = None  # the open, flock-ed lock file while this run holds it
 
     def close(self) -> None:
+        self.release_run_lock()
         if self._reader is not None:
             self._reader.close()
         self._conn.close()
@@ -212,6 +216,7 @@ class SQLiteTarget(Target):
                         expression=any(k.expression for k in shape.keys),
                         size_bytes=self._object_size(name),
                         definition=definitions.get(name),
+                        owned=f"/* {OWNER_MARK} */" in (definitions.get(name) or ""),
                     )
                 )
         return mark_redundant(found)
@@ -252,7 +257,11 @@ class SQLiteTarget(Target):
         keys += [self.quote(c) for c in spec.include]
         name = (f"{self.quote(spec.schema)}." if spec.schema else "") + self.quote(spec.name)
         unique = "UNIQUE " if spec.unique else ""
-        return f"CREATE {unique}INDEX IF NOT EXISTS {name} ON {self.quote(spec.table)} ({', '.join(keys)})"
+        # sqlite_master keeps the CREATE text as written, comment included: the ownership mark
+        return (
+            f"CREATE {unique}INDEX IF NOT EXISTS {name} ON {self.quote(spec.table)} ({', '.join(keys)})"
+            f" /* {OWNER_MARK} */"
+        )
 
     def _check_columns(self, spec: IndexSpec) -> None:
         """Refuse unknown columns: SQLite would read a double-quoted unknown name as a string constant
@@ -373,6 +382,41 @@ class SQLiteTarget(Target):
             statement_timeout_s=3600.0,
             retries=retries,
         )
+
+    # --- one run at a time -------------------------------------------------------------------
+    def identity(self) -> str:
+        return f"sqlite:{self.path.resolve()}"
+
+    @property
+    def run_lock_path(self) -> Path:
+        """The lock file beside the database; it stays, the lock on it is what counts."""
+        return self.path.resolve().with_name(self.path.name + ".dbopt-lock")
+
+    def try_run_lock(self, note: str) -> bool:
+        handle = self.run_lock_path.open("a+")
+        try:
+            # the kernel drops a flock when its holder dies: a crashed run leaves nothing to clean up
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.truncate(0)
+        handle.write(f"{note} since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n")
+        handle.flush()
+        self._run_lock = handle
+        return True
+
+    def release_run_lock(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.truncate(0)
+            self._run_lock.close()  # closing releases the flock
+            self._run_lock = None
+
+    def run_lock_holder(self) -> str | None:
+        try:
+            return self.run_lock_path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     # --- health and safety -------------------------------------------------------------------
     def health(self, long_transaction_s: float = 60.0) -> HealthFigures:
