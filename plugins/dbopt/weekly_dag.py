@@ -266,7 +266,7 @@ def _cloud_sql_backup(plan: Plan, spec: TargetSpec) -> Any:
 OPERATOR_STEPS = {"cloud_sql_backup": _cloud_sql_backup}
 
 
-def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> tuple[Any, Any]:
+def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
     """deploy (old revision pinned) → N% canary → analysis → promote | rollback, for one service."""
     from dbopt.operators.cloudrun import (
         CloudRunDeployRevisionOperator,
@@ -347,8 +347,7 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> tuple[A
         missing = {s.name for s in steps.declared(steps.SERVICE_STEPS, plan)} ^ set(built)
         if missing:
             raise RuntimeError(f"canary steps declared but not built (or built but not declared): {sorted(missing)}")
-        ends = [t for name, t in built.items() if name not in ("deploy", "shift_traffic", "monitor")]
-    return tg, tuple(ends)
+    return tg
 
 
 def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
@@ -403,12 +402,10 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
         gate = _step_task(plan, "run", None, gate_step, reports_dir)({})
         branch = go_no_go(gate)
         final = report()
-        branch >> final
         dones = []
         for spec in plan.targets:
             tg, done = _target_group(plan, spec, reports_dir)
             branch >> tg
-            done >> final
             dones.append(done)
         if plan.deploy.enabled:
 
@@ -420,13 +417,14 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
                 return [f"{g}.deploy" for g in canary_groups]
 
             gate_task = canary_gate()
-            dones >> gate_task >> final
+            dones >> gate_task
             canary_groups = []
             for service in plan.deploy.services:
-                cg, ends = _canary_group(plan, service, reports_dir)
+                cg = _canary_group(plan, service, reports_dir)
                 canary_groups.append(cg.group_id)
                 gate_task >> cg
-                list(ends) >> final
+        # the report comes last, after every task of the run (a branch may also skip straight to it)
+        [t for t in dag.tasks if t is not final.operator] >> final.operator
         list(dag.tasks) >> failed_run_watcher()
     return dag
 
