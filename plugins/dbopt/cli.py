@@ -124,7 +124,7 @@ def apply(plan: Plan, target: Any, dry_run: bool) -> dict[str, Any]:
     before = pipeline.benchmark(plan, target, queries)
     created = [pipeline.create_index(plan, target, s, dry_run) for s in advice["create"]]
     verification = pipeline.verify_plans(target, [{"name": c["index"]} for c in created], queries)
-    after = pipeline.benchmark(plan, target, queries)
+    after = pipeline.benchmark(plan, target, queries, built=created)
     decision = pipeline.keep_or_revert(plan, created, verification, before, after)
     reverted = pipeline.revert_indexes(plan, target, advice, decision, dry_run)
     return {"workload": len(workload), "advice": advice, "created": created, "verification": verification,

@@ -1,10 +1,19 @@
 """Run benchmark queries against a target and decide whether a change earned its place.
 
-Two designs:
-  * ``measure`` before the change, ``measure`` after it, then ``compare``: works everywhere.
-  * ``ab_interleaved``: for engines that switch an index on/off instantly (MariaDB IGNORED, MySQL
-    INVISIBLE). Both arms run in ABBA order inside one session, so drift (cache warm-up, a
+Three designs:
+  * ``measure`` before the change, ``measure`` after it, then ``compare``: works everywhere. Drift
+    between the two phases can pass for an effect, so each verdict must also exceed the A/A drift
+    (``drifts``: each arm's first half of samples against its second half).
+  * ``interleave`` / ``ab_interleaved``: for engines that hide an index without rebuilding it
+    (MariaDB IGNORED, MySQL INVISIBLE, SQLite ``INDEXED BY``/``NOT INDEXED`` in the measured
+    statement). Both arms run in ABBA order inside one session, so drift (cache warm-up, a
     neighbour's load) hits both arms alike instead of looking like an effect.
+  * ``compare(..., aa=True)``: both arms measured the same configuration (a dry run builds nothing).
+    Any difference found is drift, never an effect: the verdicts say "drift", the decision "revert".
+
+Warm-up runs until the timings are stable (``warm_up``: the last ``WARMUP_WINDOW`` runs' median
+within ``WARMUP_TOLERANCE`` of the window before), at least ``warmup`` and at most ``warmup_cap``
+runs per query (``warmup=0``: none); each ``BenchResult`` says how every query's warm-up ended.
 
 Within every round the runs of all queries are shuffled (seeded) for the same reason: a slow
 phase of the machine spreads over all queries instead of landing on whichever ran last.
@@ -16,8 +25,9 @@ and ``compare`` judges on those kept samples.
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +43,10 @@ from dbopt.bench.stats import (
     DEFAULT_SEED,
     SampleComparison,
     Summary,
+    WarmUp,
     compare_samples,
+    halves_drift,
+    is_stable,
     method_description,
     summarize,
 )
@@ -41,6 +54,11 @@ from dbopt.targets import open_target
 from dbopt.targets.base import Data, Target, TargetError
 
 MAX_KEPT_SAMPLES = 2000
+WARMUP_WINDOW = 5
+WARMUP_TOLERANCE = 0.10
+WARMUP_CAP = 60
+DRIFT_RULE = "the effect must exceed the A/A drift too (each arm's first half of samples against its second half)"
+Design = Literal["before_after", "ab_interleaved", "aa"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,7 @@ class BenchResult(Data):
     rounds: int
     seed: int
     queries: tuple[QueryResult, ...]
+    warmup_state: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # query → WarmUp
 
     def query(self, name: str) -> QueryResult:
         for q in self.queries:
@@ -125,7 +144,7 @@ class QueryComparison(Data):
 class Comparison(Data):
     """The decision on one change, with all the evidence (both arms' raw samples included)."""
 
-    design: Literal["before_after", "ab_interleaved"]
+    design: Design
     verdict: Literal["keep", "revert"]
     reason: str
     method: str  # how the per-query verdicts were reached; each arm's BenchResult says how it was measured
@@ -174,6 +193,13 @@ def _check_plan(queries: Sequence[BenchQuery], iterations: int, warmup: int, rou
         raise ValueError(f"need iterations ≥ 1, rounds ≥ 1, warmup ≥ 0 (got {iterations}, {rounds}, {warmup})")
 
 
+def _warmup_text(warmup: int, cap: int) -> str:
+    return (
+        f"warm-up per query until the median of the last {WARMUP_WINDOW} runs is within {WARMUP_TOLERANCE:.0%} "
+        f"of the {WARMUP_WINDOW} before (at least {warmup}, at most {cap} runs; discarded)"
+    )
+
+
 class _Arm:
     """Runs the queries against a target and collects each query's samples (one arm of a test)."""
 
@@ -182,6 +208,7 @@ class _Arm:
         self.queries = queries
         self.samples: dict[str, list[float]] = {q.name: [] for q in queries}
         self._runs = dict.fromkeys(self.samples, 0)  # per query, to cycle through its variants
+        self.warmup_state: dict[str, dict[str, Any]] = {}
 
     def _run(self, q: BenchQuery) -> float:
         k = self._runs[q.name] % len(q.variants)
@@ -191,10 +218,16 @@ class _Arm:
         except Exception as err:
             raise TargetError(f"benchmark query {q.name!r} (variant {k}) failed: {err}") from err
 
-    def warm_up(self, times: int) -> None:
+    def warm_up(self, at_least: int, cap: int) -> None:
+        """Discarded runs per query until its timings are stable (or ``cap`` runs); none at all when
+        ``at_least`` is 0 (a deliberately cold measurement)."""
         for q in self.queries:
-            for _ in range(times):
-                self._run(q)
+            runs: list[float] = []
+            while at_least and len(runs) < cap and not (len(runs) >= at_least and is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE)):
+                runs.append(self._run(q))
+            stable = is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE)
+            median = float(np.median(runs[-WARMUP_WINDOW:])) if runs else None
+            self.warmup_state[q.name] = WarmUp(runs=len(runs), stable=stable, last_median_ms=median).to_dict()
 
     def round(self, iterations: int, rng: random.Random) -> None:
         slots = [q for q in self.queries for _ in range(iterations)]
@@ -222,6 +255,7 @@ class _Arm:
                 )
                 for q in self.queries
             ),
+            warmup_state=self.warmup_state,
         )
 
 
@@ -241,8 +275,9 @@ def measure(
     warmup: int = 3,
     rounds: int = 5,
     seed: int = 0,
+    warmup_cap: int = WARMUP_CAP,
 ) -> BenchResult:
-    """Time every query ``iterations × rounds`` times after ``warmup`` discarded runs per query.
+    """Time every query ``iterations × rounds`` times after its warm-up (see ``_Arm.warm_up``).
 
     ``target`` is a connected Target, or a database URL (opened with ``open_target`` and closed).
     Each round runs all queries' iterations in an order shuffled with ``random.Random(seed)``.
@@ -252,15 +287,30 @@ def measure(
     started = _now()
     with _opened(target) as tgt:
         arm = _Arm(tgt, queries)
-        arm.warm_up(warmup)
+        arm.warm_up(warmup, max(warmup, warmup_cap))
         for _ in range(rounds):
             arm.round(iterations, rng)
         method = (
-            f"{warmup} warm-up runs per query discarded; {rounds} rounds × {iterations} runs per query, "
+            f"{_warmup_text(warmup, max(warmup, warmup_cap))}; {rounds} rounds × {iterations} runs per query, "
             f"order shuffled per round (seed {seed}); wall time of execute + fetch of all rows; "
             "variants run in turn"
         )
         return arm.result(method, started, iterations, warmup, rounds, seed)
+
+
+def drifts(*arms: BenchResult) -> dict[str, float]:
+    """Per query, the largest A/A drift within any of the arms (its first half of samples against its
+    second half, in run order): how much one configuration moves on its own during a measurement."""
+    names = arms[0].names() if arms else []
+    return {n: max(halves_drift(arm.query(n).samples) for arm in arms if n in arm.names()) for n in names}
+
+
+def _as_drift(result: SampleComparison) -> SampleComparison:
+    """An A/A "effect" is drift: the same configuration was measured twice."""
+    if result.verdict not in ("improved", "regressed"):
+        return result
+    why = f"A/A (same configuration twice): a {result.verdict} verdict here is drift, not an effect; {result.reason}"
+    return dataclasses.replace(result, verdict="drift", reason=why)
 
 
 def _judge(
@@ -269,7 +319,8 @@ def _judge(
     min_effect: float,
     alpha: float,
     served: Iterable[str] | None,
-    design: Literal["before_after", "ab_interleaved"],
+    design: Design,
+    drift: Mapping[str, float] | None = None,
 ) -> Comparison:
     if before.dialect != after.dialect:
         raise ValueError(f"cannot compare a {before.dialect} benchmark with a {after.dialect} one")
@@ -282,21 +333,27 @@ def _judge(
     served_names = set(before.names()) if served is None else set(served)
     if unknown := sorted(served_names - set(before.names())):
         raise ValueError(f"served names queries that were not measured: {', '.join(unknown)}")
+    drift = drift or {}
 
-    compared = tuple(
-        QueryComparison(
-            name=name,
-            served=name in served_names,
-            result=compare_samples(
-                before.query(name).samples, after.query(name).samples, min_effect=min_effect, alpha=alpha
-            ),
+    def judged(name: str) -> SampleComparison:
+        result = compare_samples(
+            before.query(name).samples,
+            after.query(name).samples,
+            min_effect=min_effect,
+            alpha=alpha,
+            drift=drift.get(name, 0.0),
         )
-        for name in before.names()
-    )
+        return _as_drift(result) if design == "aa" else result
+
+    compared = tuple(QueryComparison(name=n, served=n in served_names, result=judged(n)) for n in before.names())
     regressed = [q.name for q in compared if q.verdict == "regressed"]
     improved = [q.name for q in compared if q.served and q.verdict == "improved"]
     verdict: Literal["keep", "revert"]
-    if regressed:
+    if design == "aa":
+        drifted = [q.name for q in compared if q.verdict == "drift"]
+        verdict = "revert"
+        reason = f"A/A: both arms measured the same configuration, nothing to keep (drift on: {drifted or 'none'})"
+    elif regressed:
         verdict, reason = "revert", f"regressed: {', '.join(regressed)}"
     elif not improved:
         others = ", ".join(f"{q.name}={q.verdict}" for q in compared if q.served)
@@ -307,7 +364,7 @@ def _judge(
         design=design,
         verdict=verdict,
         reason=reason,
-        method=method_description(DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED),
+        method=f"{method_description(DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED)}; {DRIFT_RULE}",
         min_effect=min_effect,
         alpha=alpha,
         queries=compared,
@@ -322,10 +379,69 @@ def compare(
     min_effect: float = DEFAULT_MIN_EFFECT,
     alpha: float = DEFAULT_ALPHA,
     served: Iterable[str] | None = None,
+    *,
+    aa: bool = False,
+    design: Design = "before_after",
 ) -> Comparison:
     """Per-query verdicts and the decision: "keep" if a query in ``served`` (default: all) improved
-    and no query at all regressed, else "revert"."""
-    return _judge(before, after, min_effect, alpha, served, "before_after")
+    by more than ``min_effect`` and the A/A drift of both arms (``drifts``), and no query at all
+    regressed, else "revert". ``aa``: both arms measured the same configuration — never "keep".
+    ``design`` names how the arms were measured ("ab_interleaved" when they come from ``interleave``).
+    """
+    return _judge(before, after, min_effect, alpha, served, "aa" if aa else design, drifts(before, after))
+
+
+def interleave(
+    target: Target,
+    queries: Sequence[BenchQuery],
+    toggle: Callable[[bool], None],
+    rounds: int = 10,
+    iterations: int = 5,
+    warmup: int = 2,
+    seed: int = 0,
+    before_queries: Sequence[BenchQuery] | None = None,
+    warmup_cap: int = WARMUP_CAP,
+) -> tuple[BenchResult, BenchResult]:
+    """Both arms of an A/B test of a change that ``toggle(True)`` applies and ``toggle(False)`` takes
+    back instantly → (before, after).
+
+    Arms run in ABBA order (A B, B A, A B, …; A = off = "before"), each block ``iterations`` runs
+    per query, shuffled. Each arm is warmed up first. ``before_queries`` (same names): what the A arm
+    runs instead, when the engine hides an index in the statement (SQLite ``NOT INDEXED``). The change
+    is always left off at the end (also on error): apply it for good if the verdict is "keep".
+    """
+    _check_plan(queries, iterations, warmup, rounds)
+    if before_queries is not None and [q.name for q in before_queries] != [q.name for q in queries]:
+        raise ValueError("before_queries must be the same queries (same names, same order) as queries")
+    rng = random.Random(seed)
+    cap = max(warmup, warmup_cap)
+    arms = {False: _Arm(target, before_queries or queries), True: _Arm(target, queries)}
+    state: bool | None = None
+
+    def switch(on: bool) -> None:
+        nonlocal state
+        if state is not on:  # the ABBA seams (B|B, A|A) need no toggle
+            toggle(on)
+            state = on
+
+    started = _now()
+    try:
+        for on, arm in arms.items():
+            switch(on)
+            arm.warm_up(warmup, cap)
+        for r in range(rounds):
+            for on in (False, True) if r % 2 == 0 else (True, False):
+                switch(on)
+                arms[on].round(iterations, rng)
+    finally:
+        toggle(False)  # unconditionally: after an error the switch state is unknown
+    method = (
+        f"ABBA-interleaved A/B ({rounds} rounds, arm order A,B then B,A); per arm block {iterations} runs "
+        f"per query, order shuffled (seed {seed}); {_warmup_text(warmup, cap)} per arm; "
+        "wall time of execute + fetch of all rows; variants run in turn"
+    )
+    before, after = (arms[on].result(method, started, iterations, warmup, rounds, seed) for on in (False, True))
+    return before, after
 
 
 def ab_interleaved(
@@ -340,38 +456,6 @@ def ab_interleaved(
     alpha: float = DEFAULT_ALPHA,
     served: Iterable[str] | None = None,
 ) -> Comparison:
-    """A/B test of a change that ``toggle(True)`` applies and ``toggle(False)`` takes back instantly.
-
-    Arms run in ABBA order (A B, B A, A B, …; A = off = "before"), each block ``iterations`` runs
-    per query, shuffled. Each arm gets ``warmup`` discarded runs per query first. The change is
-    always left off at the end (also on error): apply it for good if the verdict is "keep".
-    """
-    _check_plan(queries, iterations, warmup, rounds)
-    rng = random.Random(seed)
-    arms = {False: _Arm(target, queries), True: _Arm(target, queries)}
-    state: bool | None = None
-
-    def switch(on: bool) -> None:
-        nonlocal state
-        if state is not on:  # the ABBA seams (B|B, A|A) need no toggle
-            toggle(on)
-            state = on
-
-    started = _now()
-    try:
-        for on, arm in arms.items():
-            switch(on)
-            arm.warm_up(warmup)
-        for r in range(rounds):
-            for on in (False, True) if r % 2 == 0 else (True, False):
-                switch(on)
-                arms[on].round(iterations, rng)
-    finally:
-        toggle(False)  # unconditionally: after an error the switch state is unknown
-    method = (
-        f"ABBA-interleaved A/B ({rounds} rounds, arm order A,B then B,A); per arm block {iterations} runs "
-        f"per query, order shuffled (seed {seed}); {warmup} warm-up runs per query per arm discarded; "
-        "wall time of execute + fetch of all rows; variants run in turn"
-    )
-    before, after = (arms[on].result(method, started, iterations, warmup, rounds, seed) for on in (False, True))
-    return _judge(before, after, min_effect, alpha, served, "ab_interleaved")
+    """``interleave`` and judge its two arms (see ``compare``)."""
+    before, after = interleave(target, queries, toggle, rounds, iterations, warmup, seed)
+    return compare(before, after, min_effect, alpha, served, design="ab_interleaved")
