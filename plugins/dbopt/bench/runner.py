@@ -3,7 +3,7 @@
 Three designs:
   * ``measure`` before the change, ``measure`` after it, then ``compare``: works everywhere. Drift
     between the two phases can pass for an effect, so each verdict must also exceed the A/A drift
-    (``drifts``: each arm's first half of samples against its second half).
+    (``drifts``: the before arm's first half of samples against its second half).
   * ``interleave`` / ``ab_interleaved``: for engines that hide an index without rebuilding it
     (MariaDB IGNORED, MySQL INVISIBLE, SQLite ``INDEXED BY``/``NOT INDEXED`` in the measured
     statement). Both arms run in ABBA order inside one session, so drift (cache warm-up, a
@@ -57,7 +57,7 @@ MAX_KEPT_SAMPLES = 2000
 WARMUP_WINDOW = 5
 WARMUP_TOLERANCE = 0.10
 WARMUP_CAP = 60
-DRIFT_RULE = "the effect must exceed the A/A drift too (each arm's first half of samples against its second half)"
+DRIFT_RULE = "the effect must exceed the A/A drift too (the before arm's first half of samples against its second)"
 Design = Literal["before_after", "ab_interleaved", "aa"]
 
 
@@ -223,7 +223,9 @@ class _Arm:
         ``at_least`` is 0 (a deliberately cold measurement)."""
         for q in self.queries:
             runs: list[float] = []
-            while at_least and len(runs) < cap and not (len(runs) >= at_least and is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE)):
+            while at_least and len(runs) < cap:
+                if len(runs) >= at_least and is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE):
+                    break
                 runs.append(self._run(q))
             stable = is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE)
             median = float(np.median(runs[-WARMUP_WINDOW:])) if runs else None
@@ -298,11 +300,11 @@ def measure(
         return arm.result(method, started, iterations, warmup, rounds, seed)
 
 
-def drifts(*arms: BenchResult) -> dict[str, float]:
-    """Per query, the largest A/A drift within any of the arms (its first half of samples against its
-    second half, in run order): how much one configuration moves on its own during a measurement."""
-    names = arms[0].names() if arms else []
-    return {n: max(halves_drift(arm.query(n).samples) for arm in arms if n in arm.names()) for n in names}
+def drifts(before: BenchResult) -> dict[str, float]:
+    """Per query, the A/A drift of the "before" configuration: its first half of samples against its
+    second half, in run order (two A arms, the second after the first as a warm-up) — how much that
+    configuration moves on its own while it is measured."""
+    return {q.name: halves_drift(q.samples) for q in before.queries}
 
 
 def _as_drift(result: SampleComparison) -> SampleComparison:
@@ -384,11 +386,11 @@ def compare(
     design: Design = "before_after",
 ) -> Comparison:
     """Per-query verdicts and the decision: "keep" if a query in ``served`` (default: all) improved
-    by more than ``min_effect`` and the A/A drift of both arms (``drifts``), and no query at all
+    by more than ``min_effect`` and the before arm's A/A drift (``drifts``), and no query at all
     regressed, else "revert". ``aa``: both arms measured the same configuration — never "keep".
     ``design`` names how the arms were measured ("ab_interleaved" when they come from ``interleave``).
     """
-    return _judge(before, after, min_effect, alpha, served, "aa" if aa else design, drifts(before, after))
+    return _judge(before, after, min_effect, alpha, served, "aa" if aa else design, drifts(before))
 
 
 def interleave(

@@ -157,8 +157,8 @@ def compare_samples(
 ) -> SampleComparison:
     """Judge after against before.
 
-    With t = max(min_effect, drift): "improved": CI upper bound < 1 - t and p < alpha; "regressed":
-    CI lower bound > 1 + t and p < alpha; "inconclusive": fewer than ``MIN_SAMPLES`` in either arm;
+    "improved": CI upper bound < min(1 - min_effect, 1 / (1 + drift)) and p < alpha; "regressed": CI
+    lower bound > 1 + max(min_effect, drift) and p < alpha; "inconclusive": fewer than ``MIN_SAMPLES`` in either arm;
     otherwise "no_change". Deterministic for a given ``seed``.
     """
     _validate(min_effect, alpha, confidence, resamples)
@@ -189,7 +189,8 @@ def compare_samples(
     low, high = bootstrap_median_ratio_ci(b, a, confidence, resamples, seed)
     bar = f"{threshold:.0%}" + (" (the A/A drift)" if drift > min_effect else "")
     verdict: Verdict
-    if high < 1 - threshold and p < alpha:
+    # drift is a ratio distance (×1.25 and ×0.8 are both 25%): "faster" beyond it is below 1/(1 + drift)
+    if high < min(1 - min_effect, 1 / (1 + drift)) and p < alpha:
         verdict, why = "improved", f"faster by more than {bar}"
     elif low > 1 + threshold and p < alpha:
         verdict, why = "regressed", f"slower by more than {bar}"
