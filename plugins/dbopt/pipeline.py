@@ -265,7 +265,8 @@ def keep_or_revert(
     arm_a = BenchResult.from_dict(after["before_arm"] if design == "ab_interleaved" else before)
     # nothing built (dry run, failed builds): both arms measured the same database — an A/A check
     aa = not any(c["status"] == "created" for c in created)
-    comparison = compare(arm_a, measured_after, min_effect=b.min_effect, alpha=b.alpha, aa=aa, design=design)
+    served = sorted({q for queries in verification["used_by"].values() for q in queries})
+    comparison = compare(arm_a, measured_after, b.min_effect, b.alpha, served, aa=aa, design=design)
     verdicts = {q.name: q.verdict for q in comparison.queries}
     decisions = []
     for ddl in created:

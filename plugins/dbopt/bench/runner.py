@@ -3,7 +3,8 @@
 Three designs:
   * ``measure`` before the change, ``measure`` after it, then ``compare``: works everywhere. Drift
     between the two phases can pass for an effect, so each verdict must also exceed the A/A drift
-    (``drifts``: the before arm's first half of samples against its second half).
+    (``drifts``: each arm's first half of samples against its second half, and how far the queries
+    the change does not serve moved between the phases). Interleaved arms need only the before arm's.
   * ``interleave`` / ``ab_interleaved``: for engines that hide an index without rebuilding it
     (MariaDB IGNORED, MySQL INVISIBLE, SQLite ``INDEXED BY``/``NOT INDEXED`` in the measured
     statement). Both arms run in ABBA order inside one session, so drift (cache warm-up, a
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ from dbopt.bench.stats import (
     halves_drift,
     is_stable,
     method_description,
+    ratio_distance,
     summarize,
 )
 from dbopt.targets import open_target
@@ -57,7 +59,10 @@ MAX_KEPT_SAMPLES = 2000
 WARMUP_WINDOW = 5
 WARMUP_TOLERANCE = 0.10
 WARMUP_CAP = 60
-DRIFT_RULE = "the effect must exceed the A/A drift too (the before arm's first half of samples against its second)"
+DRIFT_RULE = (
+    "the effect must exceed the A/A drift too (the before arm's first half of samples against its second; "
+    "between separate phases also the after arm's and the median change of the queries the change does not serve)"
+)
 Design = Literal["before_after", "ab_interleaved", "aa"]
 
 
@@ -300,11 +305,24 @@ def measure(
         return arm.result(method, started, iterations, warmup, rounds, seed)
 
 
-def drifts(before: BenchResult) -> dict[str, float]:
-    """Per query, the A/A drift of the "before" configuration: its first half of samples against its
-    second half, in run order (two A arms, the second after the first as a warm-up) — how much that
-    configuration moves on its own while it is measured."""
-    return {q.name: halves_drift(q.samples) for q in before.queries}
+def drifts(before: BenchResult, after: BenchResult, controls: Iterable[str] | None = None) -> dict[str, float]:
+    """Per query, the A/A drift its effect must exceed, in the statistic the effect is judged by (the
+    distance of a median ratio from 1): how far the before configuration moves on its own while
+    measured (its first half of samples against its second half, in run order). ``controls`` (None:
+    the arms were interleaved) — the arms were separate phases, and what moves one phase against the
+    other moves the after arm too: its own halves count, and how far the controls (queries the change
+    cannot affect) moved between the phases, the median over the other controls."""
+    within = {q.name: halves_drift(q.samples) for q in before.queries}
+    if controls is None:
+        return within
+    within = {n: max(d, halves_drift(after.query(n).samples)) for n, d in within.items()}
+    between = {
+        c: ratio_distance(after.query(c).summary.median_ms / before.query(c).summary.median_ms) for c in controls
+    }
+    return {
+        name: max(d, float(np.median(others))) if (others := [v for c, v in between.items() if c != name]) else d
+        for name, d in within.items()
+    }
 
 
 def _as_drift(result: SampleComparison) -> SampleComparison:
@@ -322,7 +340,7 @@ def _judge(
     alpha: float,
     served: Iterable[str] | None,
     design: Design,
-    drift: Mapping[str, float] | None = None,
+    controls: Iterable[str] | None = None,
 ) -> Comparison:
     if before.dialect != after.dialect:
         raise ValueError(f"cannot compare a {before.dialect} benchmark with a {after.dialect} one")
@@ -335,7 +353,7 @@ def _judge(
     served_names = set(before.names()) if served is None else set(served)
     if unknown := sorted(served_names - set(before.names())):
         raise ValueError(f"served names queries that were not measured: {', '.join(unknown)}")
-    drift = drift or {}
+    drift = drifts(before, after, controls)
 
     def judged(name: str) -> SampleComparison:
         result = compare_samples(
@@ -386,11 +404,14 @@ def compare(
     design: Design = "before_after",
 ) -> Comparison:
     """Per-query verdicts and the decision: "keep" if a query in ``served`` (default: all) improved
-    by more than ``min_effect`` and the before arm's A/A drift (``drifts``), and no query at all
-    regressed, else "revert". ``aa``: both arms measured the same configuration — never "keep".
-    ``design`` names how the arms were measured ("ab_interleaved" when they come from ``interleave``).
+    by more than ``min_effect`` and its A/A drift (``drifts``), and no query at all regressed, else
+    "revert". ``aa``: both arms measured the same configuration — never "keep". ``design`` names how
+    the arms were measured: "ab_interleaved" (from ``interleave``) or "before_after" (separate phases,
+    so the queries outside ``served`` — all of them in an A/A check — measure the drift between them).
     """
-    return _judge(before, after, min_effect, alpha, served, "aa" if aa else design, drifts(before))
+    names = set(before.names())
+    controls = (names if aa else names - set(served or names)) if design == "before_after" else None
+    return _judge(before, after, min_effect, alpha, served, "aa" if aa else design, controls)
 
 
 def interleave(
