@@ -471,14 +471,13 @@ def ab_interleaved(
     target: Target,
     queries: Sequence[BenchQuery],
     toggle: Callable[[bool], None],
-    rounds: int = 10,
-    iterations: int = 5,
-    warmup: int = 2,
-    seed: int = 0,
+    *,
     min_effect: float = DEFAULT_MIN_EFFECT,
     alpha: float = DEFAULT_ALPHA,
     served: Iterable[str] | None = None,
+    **measurement: Any,
 ) -> Comparison:
-    """``interleave`` and judge its two arms (see ``compare``)."""
-    before, after = interleave(target, queries, toggle, rounds, iterations, warmup, seed)
+    """``interleave`` (``measurement``: its rounds, iterations, warmup, seed…) and judge the two arms
+    (see ``compare``)."""
+    before, after = interleave(target, queries, toggle, **measurement)
     return compare(before, after, min_effect, alpha, served, design="ab_interleaved")
