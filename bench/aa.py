@@ -99,9 +99,12 @@ def one_run(target: Target, plan: Plan, dry_run: bool) -> dict[str, Any]:
     }
 
 
-def run_engine(name: str, runs: int, scale: float, iterations: int) -> dict[str, Any]:
+MODES = {"aa": (USEFUL, True), "useful": (USEFUL, False), "useless": (USELESS, False)}
+
+
+def run_engine(name: str, runs: int, scale: float, iterations: int, modes: list[str], database: str) -> dict[str, Any]:
     engine = ENGINES[name]
-    url = engine.fresh(DATABASE)
+    url = engine.fresh(database)
     try:
         generate(url, scale=scale)
         family = "sqlite" if engine.dialect == "sqlite" else "server"
@@ -110,7 +113,8 @@ def run_engine(name: str, runs: int, scale: float, iterations: int) -> dict[str,
         with open_target(url) as target:
             if engine.dialect == "postgres":
                 target.execute("VACUUM ANALYZE")
-            for mode, index, dry in (("aa", USEFUL, True), ("useful", USEFUL, False), ("useless", USELESS, False)):
+            for mode in modes:
+                index, dry = MODES[mode]
                 plan = plan_for(engine.dialect, index[family], queries, iterations)
                 started = time.monotonic()
                 out[mode] = [one_run(target, plan, dry) for _ in range(runs)]
@@ -118,7 +122,7 @@ def run_engine(name: str, runs: int, scale: float, iterations: int) -> dict[str,
                 print(f"{name} {mode}: {summarize(mode, out[mode])} ({out[mode + '_s']} s)", flush=True)
         return out
     finally:
-        engine.drop(DATABASE)
+        engine.drop(database)
 
 
 def summarize(mode: str, runs: list[dict[str, Any]]) -> str:
@@ -144,17 +148,23 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=0.05)
     ap.add_argument("--iterations", type=int, default=30, help="the plan's benchmark.iterations")
     ap.add_argument("--only", action="append", choices=sorted(ENGINES), help="engine (repeatable; default all)")
+    ap.add_argument("--mode", action="append", choices=list(MODES), help="repeatable; default all three")
+    ap.add_argument("--database", default=DATABASE, help="name of the scratch database (runs in parallel)")
     ap.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "aa.json", help="raw results (JSON)")
     args = ap.parse_args()
-    results = {name: run_engine(name, args.runs, args.scale, args.iterations) for name in args.only or ENGINES}
+    modes = args.mode or list(MODES)
+    results = {
+        name: run_engine(name, args.runs, args.scale, args.iterations, modes, args.database)
+        for name in args.only or ENGINES
+    }
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     ok = True
     for name, r in results.items():
-        alarms = sum(v in ("drift", "improved", "regressed") for run in r["aa"] for v in run["verdicts"])
-        useful = all(keep for run in r["useful"] for _, keep, _ in run["decisions"])
-        useless = not any(keep for run in r["useless"] for _, keep, _ in run["decisions"])
+        alarms = sum(v in ("drift", "improved", "regressed") for run in r.get("aa", []) for v in run["verdicts"])
+        useful = all(keep for run in r.get("useful", []) for _, keep, _ in run["decisions"])
+        useless = not any(keep for run in r.get("useless", []) for _, keep, _ in run["decisions"])
         ok &= alarms <= 1 and useful and useless
         print(f"{name}: A/A false alarms {alarms} (≤ 1: {alarms <= 1}); useful kept every time: {useful}; "
               f"useless reverted every time: {useless}")  # fmt: skip
