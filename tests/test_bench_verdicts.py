@@ -22,7 +22,7 @@ from dbopt.plan import Plan
 from dbopt.targets import open_target
 from dbopt.targets.base import IndexSpec, Target, TargetError
 
-ROWS = 30_000
+ROWS = 100_000  # a full scan well above the noise of a shared machine (an index lookup stays ~0.1 ms)
 BY_CUSTOMER = "SELECT id, amount FROM orders WHERE customer_id = {}"
 QUERIES = [
     {"name": "by_customer", "sql": [BY_CUSTOMER.format(c) for c in (17, 1234, 2999)]},
@@ -47,16 +47,16 @@ def fill(target: Target) -> None:
     if target.dialect == "mysql":
         target.execute("CREATE TABLE orders (id INT PRIMARY KEY, customer_id INT, status VARCHAR(8), amount INT)")
         target.execute(
-            f"INSERT INTO orders SELECT seq, seq % 3000, IF(seq % 2, 'open', 'closed'), seq % 97 FROM seq_1_to_{ROWS}"
+            f"INSERT INTO orders SELECT seq, seq % 10000, IF(seq % 2, 'open', 'closed'), seq % 97 FROM seq_1_to_{ROWS}"
         )
         return
     target.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INT, status TEXT, amount INT)")
     series = (
-        "SELECT i, i % 3000, CASE WHEN i % 2 = 1 THEN 'open' ELSE 'closed' END, i % 97 "
+        "SELECT i, i % 10000, CASE WHEN i % 2 = 1 THEN 'open' ELSE 'closed' END, i % 97 "
         f"FROM generate_series(1, {ROWS}) i"
         if target.dialect == "postgres"
         else "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < "
-        f"{ROWS}) SELECT i, i % 3000, CASE WHEN i % 2 THEN 'open' ELSE 'closed' END, i % 97 FROM seq"
+        f"{ROWS}) SELECT i, i % 10000, CASE WHEN i % 2 THEN 'open' ELSE 'closed' END, i % 97 FROM seq"
     )
     target.execute(f"INSERT INTO orders {series}")
     if target.dialect == "postgres":
