@@ -151,7 +151,7 @@ def apply(plan: Plan, target: Any, dry_run: bool, bench: Any = None) -> dict[str
     before = pipeline.benchmark(plan, bench or target, queries)
     created = [pipeline.create_index(plan, target, s, dry_run) for s in advice["create"]]
     verification = pipeline.verify_plans(target, [{"name": c["index"]} for c in created], queries)
-    after = pipeline.benchmark(plan, bench or target, queries)
+    after = pipeline.benchmark(plan, bench or target, queries, built=created, owner=target)
     decision = pipeline.keep_or_revert(plan, created, verification, before, after)
     reverted = pipeline.revert_indexes(plan, target, advice, decision, dry_run)
     return {"workload": len(workload), "advice": advice, "created": created, "verification": verification,

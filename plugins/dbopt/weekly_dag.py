@@ -83,6 +83,19 @@ def opened_target(conn_id: str, policy: RunPolicy | None = None) -> Iterator[Tar
         hook.close()
 
 
+@contextmanager
+def _replay_target(conn_id: str | None, owner: Target) -> Iterator[Target]:
+    """The benchmark user's connection where the plan names one (the run lock is the owner's), else ``owner``."""
+    if not conn_id:
+        yield owner
+        return
+    hook = DbTargetHook(conn_id)
+    try:
+        yield hook.target
+    finally:
+        hook.close()
+
+
 def _run_holder() -> Holder:
     ctx = get_current_context()
     return Holder(_run_key(ctx), ctx["dag"].dag_id, "dag")
@@ -162,10 +175,12 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
 
         @task
         def benchmark(queries: list[dict[str, Any]], _after: dict[str, Any] | None = None) -> dict[str, Any]:
-            """Real latencies of the benchmark queries (``_after``: runs after the verification)."""
+            """Real latencies of the benchmark queries (``_after``: the verification, whose build results
+            let bench_after hide the new indexes for an interleaved before arm)."""
             p, _ = _context_plan(plan)
-            with opened_target(spec.bench_conn_id or spec.conn_id) as target:
-                return pipeline.benchmark(p, target, queries)
+            built = _after["created"] if _after else None
+            with opened_target(spec.conn_id) as owner, _replay_target(spec.bench_conn_id, owner) as target:
+                return pipeline.benchmark(p, target, queries, built=built, owner=owner)
 
         @task
         def to_build(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -60,10 +60,14 @@ def _summaries(bench: Any) -> dict[str, dict[str, Any]]:
 
 
 def bench_rows(record: Record) -> list[dict[str, Any]]:
-    """Per target and query: before and after summaries (either may be missing) and the judged comparison."""
+    """Per target and query: before and after summaries (either may be missing) and the judged comparison.
+
+    "before" is the arm the verdict compared: bench_after's interleaved before arm where there is one.
+    """
     rows = []
     for name, data in targets(record):
-        before, after = _summaries(data.get("bench_before")), _summaries(data.get("bench_after"))
+        judged_before = _dict(data.get("bench_after")).get("before_arm") or data.get("bench_before")
+        before, after = _summaries(judged_before), _summaries(data.get("bench_after"))
         comparison_queries = _list(_dict(_dict(data.get("judge")).get("comparison")).get("queries"))
         judged = {q.get("name"): q for q in (_dict(x) for x in comparison_queries)}
         for query in [*before, *(q for q in after if q not in before)]:
@@ -74,7 +78,7 @@ def bench_rows(record: Record) -> list[dict[str, Any]]:
                     "query": query,
                     "before": _dict(before.get(query, {}).get("summary")) or None,
                     "after": _dict(after.get(query, {}).get("summary")) or None,
-                    "before_method": _dict(data.get("bench_before")).get("method"),
+                    "before_method": _dict(judged_before).get("method"),
                     "after_method": _dict(data.get("bench_after")).get("method"),
                     "before_samples": _list(before.get(query, {}).get("samples")),
                     "after_samples": _list(after.get(query, {}).get("samples")),
