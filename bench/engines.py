@@ -30,37 +30,37 @@ class Engine:
     name: str  # "postgres" | "mariadb" | "sqlite" (what --only takes)
     dialect: str  # dbopt's dialect name
 
-    def fresh(self) -> str:
+    def fresh(self, database: str = DATABASE) -> str:
         """Drop and recreate the benchmark database; its URL."""
         if self.name == "postgres":
-            return _fresh_postgres()
+            return _fresh_postgres(database)
         if self.name == "mariadb":
-            return _fresh_mariadb()
-        return _fresh_sqlite()
+            return _fresh_mariadb(database)
+        return _fresh_sqlite(database)
 
-    def drop(self) -> None:
+    def drop(self, database: str = DATABASE) -> None:
         """Remove the benchmark database (the shared servers are left as they were found)."""
         if self.name == "postgres":
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         elif self.name == "mariadb":
             conn = _mysql_admin()
             with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
+                cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
             conn.close()
         else:
-            for path in _sqlite_files():
+            for path in _sqlite_files(database):
                 path.unlink(missing_ok=True)
 
 
 ENGINES = {e.name: e for e in (Engine("postgres", "postgres"), Engine("mariadb", "mysql"), Engine("sqlite", "sqlite"))}
 
 
-def _fresh_postgres() -> str:
+def _fresh_postgres(database: str) -> str:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + DATABASE
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + database
     with psycopg.connect(url, autocommit=True) as conn:
         for ext in PG_EXTENSIONS:
             conn.execute(f"CREATE EXTENSION IF NOT EXISTS {ext}")
@@ -74,25 +74,25 @@ def _mysql_admin() -> pymysql.Connection:
     )
 
 
-def _fresh_mariadb() -> str:
+def _fresh_mariadb(database: str) -> str:
     conn = _mysql_admin()
     with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
-        cur.execute(f"CREATE DATABASE `{DATABASE}`")
+        cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        cur.execute(f"CREATE DATABASE `{database}`")
     conn.close()
-    return MYSQL_ADMIN.rsplit("/", 1)[0] + "/" + DATABASE
+    return MYSQL_ADMIN.rsplit("/", 1)[0] + "/" + database
 
 
-def _sqlite_files() -> list[Path]:
-    db = SQLITE_DIR / f"{DATABASE}.db"
+def _sqlite_files(database: str) -> list[Path]:
+    db = SQLITE_DIR / f"{database}.db"
     return [db, Path(f"{db}.queries.jsonl"), Path(f"{db}-wal"), Path(f"{db}-shm")]
 
 
-def _fresh_sqlite() -> str:
+def _fresh_sqlite(database: str) -> str:
     SQLITE_DIR.mkdir(parents=True, exist_ok=True)
-    for path in _sqlite_files():
+    for path in _sqlite_files(database):
         path.unlink(missing_ok=True)
-    return f"sqlite:///{_sqlite_files()[0]}"
+    return f"sqlite:///{_sqlite_files(database)[0]}"
 
 
 def secondary_indexes(target: Target) -> list[IndexInfo]:

@@ -35,7 +35,8 @@ def test_full_report_shows_every_figure_with_its_method(measured, tmp_path):
         assert q["name"] in text
     first = shop["bench_before"]["queries"][0]["summary"]
     assert f"{first['median_ms']:.3f}" in text or f"{first['median_ms']:.2f}" in text
-    assert "Mann-Whitney U two-sided" in text and "2 warm-up runs per query discarded" in text
+    assert "Mann-Whitney U two-sided" in text and "A/A drift" in text
+    assert "warm-up per query until the median of the last 5 runs" in text
     assert "linear interpolation between closest ranks" in text
     for ddl in shop["create_index"]:
         assert ddl["index"] in text

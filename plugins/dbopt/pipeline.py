@@ -223,14 +223,27 @@ def with_queries(advice: Advice, queries: list[dict[str, Any]]) -> Advice:
     return dataclasses.replace(measured, create=(), not_built=advice.create, not_built_reason=NO_QUERIES)
 
 
-def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Real latencies of the queries: the plan's iterations spread over up to 5 shuffled rounds.
+def benchmark(
+    plan: Plan,
+    target: Target,
+    queries: list[dict[str, Any]],
+    built: list[dict[str, Any]] | None = None,
+    owner: Target | None = None,
+) -> dict[str, Any]:
+    """Real latencies of the queries: the plan's iterations spread over shuffled rounds.
 
     Every query is screened again here, against this target's dialect (``dbopt bench`` and any caller
     that did not go through ``bench_queries``); refused ones are listed under ``refused``, not run.
+
+    ``built`` (the build results; given after the build): where the engine can hide the indexes this
+    run created without rebuilding them (``Target.index_hiding``), both arms are measured now,
+    interleaved — the "before" arm under "before_arm" — and a dry run measures the same configuration
+    in both. Elsewhere this is the after phase, judged against bench_before's. ``owner`` (default
+    ``target``) hides the indexes: a read-only benchmark user cannot ALTER.
     """
     from dbopt import replay_safety
     from dbopt.bench import BenchQuery, measure
+    from dbopt.bench.hidden import CannotHide, measure_hidden
 
     b = plan.benchmark
     screened = replay_safety.screen(queries, target.dialect, b.safe_functions)
@@ -238,10 +251,22 @@ def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict
     runnable = replay_safety.measurable(screened)
     if not runnable:
         return {"queries": [], "method": "nothing measured: no benchmark query", "refused": refused}
-    rounds = min(5, b.iterations)
     bq = [BenchQuery(name=q["name"], sql=tuple(q["sql"])) for q in runnable]
-    result = measure(target, bq, iterations=-(-b.iterations // rounds), warmup=b.warmup, rounds=rounds)
-    return result.to_dict() | {"refused": refused}
+    interleave: dict[str, str] = {}
+    if built is not None:
+        created = [(c["table"], c["index"]) for c in built if c.get("status") == "created"]
+        p = plan.indexes
+        hiding = (owner or target).index_hiding(created, lock_timeout_s=p.lock_timeout_s, retries=p.retries)
+        if hiding is not None:
+            try:
+                before, after = measure_hidden(target, bq, hiding, b.iterations, b.warmup)
+                return after.to_dict() | {"design": "ab_interleaved", "hiding": hiding.mechanism,
+                                          "before_arm": before.to_dict(), "refused": refused}  # fmt: skip
+            except CannotHide as err:
+                interleave = {"interleave_refused": str(err)}
+    rounds = min(5, b.iterations)
+    result = measure(target, bq, iterations=-(-b.iterations // rounds), warmup=b.warmup, rounds=rounds).to_dict()
+    return result | {"design": "before_after", "refused": refused} | interleave
 
 
 def check_access(target: Target, tables: Iterable[str] = ()) -> None:
@@ -316,7 +341,12 @@ def keep_or_revert(
     if not created:
         return {"indexes": [], "revert": [], "decision": "keep", "comparison": None, "plan_targets": None}
     measured_after = BenchResult.from_dict(after)
-    comparison = compare(BenchResult.from_dict(before), measured_after, min_effect=b.min_effect, alpha=b.alpha)
+    design = after.get("design", "before_after")
+    arm_a = BenchResult.from_dict(after["before_arm"] if design == "ab_interleaved" else before)
+    # nothing built (dry run, failed builds): both arms measured the same database — an A/A check
+    aa = not any(c["status"] == "created" for c in created)
+    served = sorted({q for queries in verification["used_by"].values() for q in queries})
+    comparison = compare(arm_a, measured_after, b.min_effect, b.alpha, served, aa=aa, design=design)
     verdicts = {q.name: q.verdict for q in comparison.queries}
     decisions = []
     for ddl in created:
@@ -324,7 +354,9 @@ def keep_or_revert(
             continue
         served = verification["used_by"].get(ddl["index"], [])
         got = {q: verdicts.get(q, "inconclusive") for q in served}
-        if not served:
+        if aa:
+            keep, why = False, f"{'dry run: ' if ddl['status'] == 'dry_run' else ''}{NOTHING_BUILT}"
+        elif not served:
             keep, why = False, "no benchmark query uses it (EXPLAIN after build)"
         elif "regressed" in got.values():
             keep, why = False, f"a query it serves regressed: {got}"
@@ -343,6 +375,12 @@ def keep_or_revert(
         "comparison": evidence,
         "plan_targets": check_plan_targets(measured_after, b.targets).to_dict() if b.targets else None,
     }
+
+
+NOTHING_BUILT = (
+    "nothing was built, so before and after measured the same database (an A/A check of the measurement, "
+    "never a reason to keep)"
+)
 
 
 def _drop(plan: Plan, target: Target, table: str, index: str, reason: str, dry_run: bool) -> IndexChange:

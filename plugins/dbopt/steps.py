@@ -54,6 +54,7 @@ class StepContext:
     results: Mapping[str, Any] = field(default_factory=dict)  # step name → result (a tuple for mapped steps)
     spec: TargetSpec | None = None
     target: Target | None = None  # opened for target steps
+    bench_target: Target | None = None  # replays: the same database as the benchmark user, if any
     item: Any = None  # the element a mapped step runs for
     reports_dir: Path = Path("reports")
     # run-scope steps open each target themselves (a connection id in Airflow, the URL in the CLI)
@@ -152,7 +153,16 @@ def _backup(ctx: StepContext) -> Backup:
 
 
 def _benchmark(ctx: StepContext) -> Bench:
-    return Bench.from_dict(pipeline.benchmark(ctx.plan, ctx.target, list(ctx["advise"].queries)))
+    return Bench.from_dict(pipeline.benchmark(ctx.plan, ctx.bench_target or ctx.target, list(ctx["advise"].queries)))
+
+
+def _benchmark_after(ctx: StepContext) -> Bench:
+    """After the build: where the engine can hide the new indexes (as their owner), both arms
+    interleaved now; elsewhere the after arm, judged against bench_before."""
+    built = [c.to_dict() for c in ctx["create_index"]]
+    queries = list(ctx["advise"].queries)
+    replayer = ctx.bench_target or ctx.target
+    return Bench.from_dict(pipeline.benchmark(ctx.plan, replayer, queries, built=built, owner=ctx.target))
 
 
 def _judge(ctx: StepContext) -> Judgement:
@@ -214,8 +224,8 @@ TARGET_STEPS: tuple[Step, ...] = (
     Step("verify", "plan verification (EXPLAIN)", Verification,
          lambda c: pipeline.verify_plans(c.target, c["create_index"], c["advise"].queries),
          needs=("create_index", "advise"), after_failures=True),
-    Step("bench_after", "benchmark after the change", Bench, _benchmark, needs=("advise",), after=("verify",),
-         replays=True),
+    Step("bench_after", "benchmark after the change", Bench, _benchmark_after, needs=("advise", "create_index"),
+         after=("verify",), after_failures=True, replays=True),
     Step("judge", "keep/revert decision", Judgement, _judge,
          needs=("create_index", "verify", "bench_before", "bench_after"), after_failures=True),
     Step("revert_indexes", "revert of unhelpful indexes", IndexChanges, _revert, needs=("advise", "judge"),
@@ -282,8 +292,9 @@ def run_target(
     ``bench_target``: the same database as a read-only user, for the steps that replay queries."""
     out = ScopeRun()
     for s in declared(TARGET_STEPS, plan, spec):
-        on = bench_target if s.replays and bench_target is not None else target
-        ctx = StepContext(plan, dry_run, out.results, spec=spec, target=on, reports_dir=reports_dir)
+        bench = bench_target if s.replays else None
+        ctx = StepContext(plan, dry_run, out.results, spec=spec, target=target, bench_target=bench,
+                          reports_dir=reports_dir)  # fmt: skip
         try:
             if s.items is not None:
                 out.results[s.name] = tuple(s.execute(dataclasses.replace(ctx, item=i)) for i in s.items(ctx))

@@ -92,6 +92,19 @@ def opened_target(conn_id: str, policy: RunPolicy | None = None) -> Iterator[Tar
         hook.close()
 
 
+@contextmanager
+def _replay_target(conn_id: str | None, owner: Target) -> Iterator[Target]:
+    """The benchmark user's connection where the plan names one (the run lock is the owner's), else ``owner``."""
+    if not conn_id:
+        yield owner
+        return
+    hook = DbTargetHook(conn_id)
+    try:
+        yield hook.target
+    finally:
+        hook.close()
+
+
 def _run_holder() -> Holder:
     ctx = get_current_context()
     return Holder(_run_key(ctx), ctx["dag"].dag_id, "dag")
@@ -181,9 +194,9 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
             if spec is None:
                 return _checked(step, step.execute(ctx))
             # a replay of the application's queries runs as the benchmark user where the plan names one
-            conn_id = (spec.bench_conn_id or spec.conn_id) if step.replays else spec.conn_id
-            with opened_target(conn_id) as target:
-                return _checked(step, step.execute(dataclasses.replace(ctx, target=target)))
+            bench_conn_id = spec.bench_conn_id if step.replays else None
+            with opened_target(spec.conn_id) as target, _replay_target(bench_conn_id, target) as bench:
+                return _checked(step, step.execute(dataclasses.replace(ctx, target=target, bench_target=bench)))
         except steps.Skip as why:
             get_current_context()["ti"].xcom_push(key=SKIPPED_KEY, value=str(why))
             raise AirflowSkipException(str(why)) from None

@@ -1,10 +1,20 @@
 """Run benchmark queries against a target and decide whether a change earned its place.
 
-Two designs:
-  * ``measure`` before the change, ``measure`` after it, then ``compare``: works everywhere.
-  * ``ab_interleaved``: for engines that switch an index on/off instantly (MariaDB IGNORED, MySQL
-    INVISIBLE). Both arms run in ABBA order inside one session, so drift (cache warm-up, a
+Three designs:
+  * ``measure`` before the change, ``measure`` after it, then ``compare``: works everywhere. Drift
+    between the two phases can pass for an effect, so each verdict must also exceed the A/A drift
+    (``drifts``: each arm's first half of samples against its second half, and how far the queries
+    the change does not serve moved between the phases). Interleaved arms need only the before arm's.
+  * ``interleave`` / ``ab_interleaved``: for engines that hide an index without rebuilding it
+    (MariaDB IGNORED, MySQL INVISIBLE, SQLite ``INDEXED BY``/``NOT INDEXED`` in the measured
+    statement). Both arms run in ABBA order inside one session, so drift (cache warm-up, a
     neighbour's load) hits both arms alike instead of looking like an effect.
+  * ``compare(..., aa=True)``: both arms measured the same configuration (a dry run builds nothing).
+    Any difference found is drift, never an effect: the verdicts say "drift", the decision "revert".
+
+Warm-up runs until the timings are stable (``warm_up``: the last ``WARMUP_WINDOW`` runs' median
+within ``WARMUP_TOLERANCE`` of the window before), at least ``warmup`` and at most ``warmup_cap``
+runs per query (``warmup=0``: none); each ``BenchResult`` says how every query's warm-up ended.
 
 Within every round the runs of all queries are shuffled (seeded) for the same reason: a slow
 phase of the machine spreads over all queries instead of landing on whichever ran last.
@@ -16,6 +26,7 @@ and ``compare`` judges on those kept samples.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,14 +44,26 @@ from dbopt.bench.stats import (
     DEFAULT_SEED,
     SampleComparison,
     Summary,
+    WarmUp,
     compare_samples,
+    halves_drift,
+    is_stable,
     method_description,
+    ratio_distance,
     summarize,
 )
 from dbopt.targets import open_target
 from dbopt.targets.base import Data, Target, TargetError
 
 MAX_KEPT_SAMPLES = 2000
+WARMUP_WINDOW = 5
+WARMUP_TOLERANCE = 0.10
+WARMUP_CAP = 60
+DRIFT_RULE = (
+    "the effect must exceed the A/A drift too (the before arm's first half of samples against its second; "
+    "between separate phases also the after arm's and the median change of the queries the change does not serve)"
+)
+Design = Literal["before_after", "ab_interleaved", "aa"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,7 @@ class BenchResult(Data):
     rounds: int
     seed: int
     queries: tuple[QueryResult, ...]
+    warmup_state: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # query → WarmUp
 
     def query(self, name: str) -> QueryResult:
         for q in self.queries:
@@ -125,7 +149,7 @@ class QueryComparison(Data):
 class Comparison(Data):
     """The decision on one change, with all the evidence (both arms' raw samples included)."""
 
-    design: Literal["before_after", "ab_interleaved"]
+    design: Design
     verdict: Literal["keep", "revert"]
     reason: str
     method: str  # how the per-query verdicts were reached; each arm's BenchResult says how it was measured
@@ -174,6 +198,13 @@ def _check_plan(queries: Sequence[BenchQuery], iterations: int, warmup: int, rou
         raise ValueError(f"need iterations ≥ 1, rounds ≥ 1, warmup ≥ 0 (got {iterations}, {rounds}, {warmup})")
 
 
+def _warmup_text(warmup: int, cap: int) -> str:
+    return (
+        f"warm-up per query until the median of the last {WARMUP_WINDOW} runs is within {WARMUP_TOLERANCE:.0%} "
+        f"of the {WARMUP_WINDOW} before (at least {warmup}, at most {cap} runs; discarded)"
+    )
+
+
 class _Arm:
     """Runs the queries against a target and collects each query's samples (one arm of a test)."""
 
@@ -182,6 +213,7 @@ class _Arm:
         self.queries = queries
         self.samples: dict[str, list[float]] = {q.name: [] for q in queries}
         self._runs = dict.fromkeys(self.samples, 0)  # per query, to cycle through its variants
+        self.warmup_state: dict[str, dict[str, Any]] = {}
 
     def _run(self, q: BenchQuery) -> float:
         k = self._runs[q.name] % len(q.variants)
@@ -191,10 +223,18 @@ class _Arm:
         except Exception as err:
             raise TargetError(f"benchmark query {q.name!r} (variant {k}) failed: {err}") from err
 
-    def warm_up(self, times: int) -> None:
+    def warm_up(self, at_least: int, cap: int) -> None:
+        """Discarded runs per query until its timings are stable (or ``cap`` runs); none at all when
+        ``at_least`` is 0 (a deliberately cold measurement)."""
         for q in self.queries:
-            for _ in range(times):
-                self._run(q)
+            runs: list[float] = []
+            while at_least and len(runs) < cap:
+                if len(runs) >= at_least and is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE):
+                    break
+                runs.append(self._run(q))
+            stable = is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE)
+            median = float(np.median(runs[-WARMUP_WINDOW:])) if runs else None
+            self.warmup_state[q.name] = WarmUp(runs=len(runs), stable=stable, last_median_ms=median).to_dict()
 
     def round(self, iterations: int, rng: random.Random) -> None:
         slots = [q for q in self.queries for _ in range(iterations)]
@@ -222,6 +262,7 @@ class _Arm:
                 )
                 for q in self.queries
             ),
+            warmup_state=self.warmup_state,
         )
 
 
@@ -241,8 +282,9 @@ def measure(
     warmup: int = 3,
     rounds: int = 5,
     seed: int = 0,
+    warmup_cap: int = WARMUP_CAP,
 ) -> BenchResult:
-    """Time every query ``iterations × rounds`` times after ``warmup`` discarded runs per query.
+    """Time every query ``iterations × rounds`` times after its warm-up (see ``_Arm.warm_up``).
 
     ``target`` is a connected Target, or a database URL (opened with ``open_target`` and closed).
     Each round runs all queries' iterations in an order shuffled with ``random.Random(seed)``.
@@ -252,15 +294,43 @@ def measure(
     started = _now()
     with _opened(target) as tgt:
         arm = _Arm(tgt, queries)
-        arm.warm_up(warmup)
+        arm.warm_up(warmup, max(warmup, warmup_cap))
         for _ in range(rounds):
             arm.round(iterations, rng)
         method = (
-            f"{warmup} warm-up runs per query discarded; {rounds} rounds × {iterations} runs per query, "
+            f"{_warmup_text(warmup, max(warmup, warmup_cap))}; {rounds} rounds × {iterations} runs per query, "
             f"order shuffled per round (seed {seed}); wall time of execute + fetch of all rows; "
             "variants run in turn"
         )
         return arm.result(method, started, iterations, warmup, rounds, seed)
+
+
+def drifts(before: BenchResult, after: BenchResult, controls: Iterable[str] | None = None) -> dict[str, float]:
+    """Per query, the A/A drift its effect must exceed, in the statistic the effect is judged by (the
+    distance of a median ratio from 1): how far the before configuration moves on its own while
+    measured (its first half of samples against its second half, in run order). ``controls`` (None:
+    the arms were interleaved) — the arms were separate phases, and what moves one phase against the
+    other moves the after arm too: its own halves count, and how far the controls (queries the change
+    cannot affect) moved between the phases, the median over the other controls."""
+    within = {q.name: halves_drift(q.samples) for q in before.queries}
+    if controls is None:
+        return within
+    within = {n: max(d, halves_drift(after.query(n).samples)) for n, d in within.items()}
+    between = {
+        c: ratio_distance(after.query(c).summary.median_ms / before.query(c).summary.median_ms) for c in controls
+    }
+    return {
+        name: max(d, float(np.median(others))) if (others := [v for c, v in between.items() if c != name]) else d
+        for name, d in within.items()
+    }
+
+
+def _as_drift(result: SampleComparison) -> SampleComparison:
+    """An A/A "effect" is drift: the same configuration was measured twice."""
+    if result.verdict not in ("improved", "regressed"):
+        return result
+    why = f"A/A (same configuration twice): a {result.verdict} verdict here is drift, not an effect; {result.reason}"
+    return dataclasses.replace(result, verdict="drift", reason=why)
 
 
 def _judge(
@@ -269,7 +339,8 @@ def _judge(
     min_effect: float,
     alpha: float,
     served: Iterable[str] | None,
-    design: Literal["before_after", "ab_interleaved"],
+    design: Design,
+    controls: Iterable[str] | None = None,
 ) -> Comparison:
     if before.dialect != after.dialect:
         raise ValueError(f"cannot compare a {before.dialect} benchmark with a {after.dialect} one")
@@ -282,21 +353,27 @@ def _judge(
     served_names = set(before.names()) if served is None else set(served)
     if unknown := sorted(served_names - set(before.names())):
         raise ValueError(f"served names queries that were not measured: {', '.join(unknown)}")
+    drift = drifts(before, after, controls)
 
-    compared = tuple(
-        QueryComparison(
-            name=name,
-            served=name in served_names,
-            result=compare_samples(
-                before.query(name).samples, after.query(name).samples, min_effect=min_effect, alpha=alpha
-            ),
+    def judged(name: str) -> SampleComparison:
+        result = compare_samples(
+            before.query(name).samples,
+            after.query(name).samples,
+            min_effect=min_effect,
+            alpha=alpha,
+            drift=drift.get(name, 0.0),
         )
-        for name in before.names()
-    )
+        return _as_drift(result) if design == "aa" else result
+
+    compared = tuple(QueryComparison(name=n, served=n in served_names, result=judged(n)) for n in before.names())
     regressed = [q.name for q in compared if q.verdict == "regressed"]
     improved = [q.name for q in compared if q.served and q.verdict == "improved"]
     verdict: Literal["keep", "revert"]
-    if regressed:
+    if design == "aa":
+        drifted = [q.name for q in compared if q.verdict == "drift"]
+        verdict = "revert"
+        reason = f"A/A: both arms measured the same configuration, nothing to keep (drift on: {drifted or 'none'})"
+    elif regressed:
         verdict, reason = "revert", f"regressed: {', '.join(regressed)}"
     elif not improved:
         others = ", ".join(f"{q.name}={q.verdict}" for q in compared if q.served)
@@ -307,7 +384,7 @@ def _judge(
         design=design,
         verdict=verdict,
         reason=reason,
-        method=method_description(DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED),
+        method=f"{method_description(DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED)}; {DRIFT_RULE}",
         min_effect=min_effect,
         alpha=alpha,
         queries=compared,
@@ -322,13 +399,22 @@ def compare(
     min_effect: float = DEFAULT_MIN_EFFECT,
     alpha: float = DEFAULT_ALPHA,
     served: Iterable[str] | None = None,
+    *,
+    aa: bool = False,
+    design: Design = "before_after",
 ) -> Comparison:
     """Per-query verdicts and the decision: "keep" if a query in ``served`` (default: all) improved
-    and no query at all regressed, else "revert"."""
-    return _judge(before, after, min_effect, alpha, served, "before_after")
+    by more than ``min_effect`` and its A/A drift (``drifts``), and no query at all regressed, else
+    "revert". ``aa``: both arms measured the same configuration — never "keep". ``design`` names how
+    the arms were measured: "ab_interleaved" (from ``interleave``) or "before_after" (separate phases,
+    so the queries outside ``served`` — all of them in an A/A check — measure the drift between them).
+    """
+    names = set(before.names())
+    controls = (names if aa else names - set(served or names)) if design == "before_after" else None
+    return _judge(before, after, min_effect, alpha, served, "aa" if aa else design, controls)
 
 
-def ab_interleaved(
+def interleave(
     target: Target,
     queries: Sequence[BenchQuery],
     toggle: Callable[[bool], None],
@@ -336,19 +422,23 @@ def ab_interleaved(
     iterations: int = 5,
     warmup: int = 2,
     seed: int = 0,
-    min_effect: float = DEFAULT_MIN_EFFECT,
-    alpha: float = DEFAULT_ALPHA,
-    served: Iterable[str] | None = None,
-) -> Comparison:
-    """A/B test of a change that ``toggle(True)`` applies and ``toggle(False)`` takes back instantly.
+    before_queries: Sequence[BenchQuery] | None = None,
+    warmup_cap: int = WARMUP_CAP,
+) -> tuple[BenchResult, BenchResult]:
+    """Both arms of an A/B test of a change that ``toggle(True)`` applies and ``toggle(False)`` takes
+    back instantly → (before, after).
 
     Arms run in ABBA order (A B, B A, A B, …; A = off = "before"), each block ``iterations`` runs
-    per query, shuffled. Each arm gets ``warmup`` discarded runs per query first. The change is
-    always left off at the end (also on error): apply it for good if the verdict is "keep".
+    per query, shuffled. Each arm is warmed up first. ``before_queries`` (same names): what the A arm
+    runs instead, when the engine hides an index in the statement (SQLite ``NOT INDEXED``). The change
+    is always left off at the end (also on error): apply it for good if the verdict is "keep".
     """
     _check_plan(queries, iterations, warmup, rounds)
+    if before_queries is not None and [q.name for q in before_queries] != [q.name for q in queries]:
+        raise ValueError("before_queries must be the same queries (same names, same order) as queries")
     rng = random.Random(seed)
-    arms = {False: _Arm(target, queries), True: _Arm(target, queries)}
+    cap = max(warmup, warmup_cap)
+    arms = {False: _Arm(target, before_queries or queries), True: _Arm(target, queries)}
     state: bool | None = None
 
     def switch(on: bool) -> None:
@@ -361,7 +451,7 @@ def ab_interleaved(
     try:
         for on, arm in arms.items():
             switch(on)
-            arm.warm_up(warmup)
+            arm.warm_up(warmup, cap)
         for r in range(rounds):
             for on in (False, True) if r % 2 == 0 else (True, False):
                 switch(on)
@@ -370,8 +460,24 @@ def ab_interleaved(
         toggle(False)  # unconditionally: after an error the switch state is unknown
     method = (
         f"ABBA-interleaved A/B ({rounds} rounds, arm order A,B then B,A); per arm block {iterations} runs "
-        f"per query, order shuffled (seed {seed}); {warmup} warm-up runs per query per arm discarded; "
+        f"per query, order shuffled (seed {seed}); {_warmup_text(warmup, cap)} per arm; "
         "wall time of execute + fetch of all rows; variants run in turn"
     )
     before, after = (arms[on].result(method, started, iterations, warmup, rounds, seed) for on in (False, True))
-    return _judge(before, after, min_effect, alpha, served, "ab_interleaved")
+    return before, after
+
+
+def ab_interleaved(
+    target: Target,
+    queries: Sequence[BenchQuery],
+    toggle: Callable[[bool], None],
+    *,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    alpha: float = DEFAULT_ALPHA,
+    served: Iterable[str] | None = None,
+    **measurement: Any,
+) -> Comparison:
+    """``interleave`` (``measurement``: its rounds, iterations, warmup, seed…) and judge the two arms
+    (see ``compare``)."""
+    before, after = interleave(target, queries, toggle, **measurement)
+    return compare(before, after, min_effect, alpha, served, design="ab_interleaved")

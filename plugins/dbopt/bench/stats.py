@@ -10,6 +10,10 @@ A change is judged by two tests that must agree (see ``compare_samples``):
     and is the whole interval beyond the smallest effect worth acting on (``min_effect``)?
 Significance alone would call a 1% difference "improved" once there are enough samples; the
 interval alone ignores how noisy the arms are. Both together give a verdict that is stable.
+
+Neither test knows about drift: two measurements of the same configuration minutes apart differ
+(page cache, buffer pool, a neighbour's load). ``aa_drift`` estimates it from two A arms in the same
+statistic (median ratio), and ``compare_samples(drift=…)`` requires an effect to exceed it too.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from scipy.stats import mannwhitneyu
 
 from dbopt.targets.base import Data
 
-Verdict = Literal["improved", "regressed", "no_change", "inconclusive"]
+# "drift": an A/A check (the same configuration measured twice) found a difference; never an effect
+Verdict = Literal["improved", "regressed", "no_change", "inconclusive", "drift"]
 
 MIN_SAMPLES = 5  # below this neither test means anything (U's smallest exact p at n=5+5 is 0.008)
 DEFAULT_MIN_EFFECT = 0.10
@@ -103,6 +108,7 @@ class SampleComparison(Data):
     confidence: float
     min_effect: float
     alpha: float
+    drift: float = 0.0  # A/A drift estimate (fraction); the effect had to exceed max(min_effect, drift)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SampleComparison:
@@ -147,14 +153,18 @@ def compare_samples(
     confidence: float = DEFAULT_CONFIDENCE,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    drift: float = 0.0,
 ) -> SampleComparison:
     """Judge after against before.
 
-    "improved": CI upper bound < 1 - min_effect and p < alpha; "regressed": CI lower bound
-    > 1 + min_effect and p < alpha; "inconclusive": fewer than ``MIN_SAMPLES`` in either arm;
+    "improved": CI upper bound < min(1 - min_effect, 1 / (1 + drift)) and p < alpha; "regressed": CI
+    lower bound > 1 + max(min_effect, drift) and p < alpha; "inconclusive": fewer than ``MIN_SAMPLES`` in either arm;
     otherwise "no_change". Deterministic for a given ``seed``.
     """
     _validate(min_effect, alpha, confidence, resamples)
+    if not (drift >= 0 and math.isfinite(drift)):
+        raise ValueError(f"drift must be a finite fraction ≥ 0 (0.15 = 15%), got {drift}")
+    threshold = max(min_effect, drift)
     b, a = _as_samples(before, "before samples"), _as_samples(after, "after samples")
     sb, sa = summarize(b), summarize(a)
     ratio = sa.median_ms / sb.median_ms
@@ -166,6 +176,7 @@ def compare_samples(
         "confidence": confidence,
         "min_effect": min_effect,
         "alpha": alpha,
+        "drift": drift,
     }
     if min(b.size, a.size) < MIN_SAMPLES:
         reason = f"only {b.size} before and {a.size} after samples; need at least {MIN_SAMPLES} each"
@@ -176,19 +187,58 @@ def compare_samples(
     p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
     p = 1.0 if math.isnan(p) else p  # all values tied in both arms: no evidence of any shift
     low, high = bootstrap_median_ratio_ci(b, a, confidence, resamples, seed)
+    bar = f"{threshold:.0%}" + (" (the A/A drift)" if drift > min_effect else "")
     verdict: Verdict
-    if high < 1 - min_effect and p < alpha:
-        verdict, why = "improved", f"faster by more than {min_effect:.0%}"
-    elif low > 1 + min_effect and p < alpha:
-        verdict, why = "regressed", f"slower by more than {min_effect:.0%}"
+    # drift is a ratio distance (×1.25 and ×0.8 are both 25%): "faster" beyond it is below 1/(1 + drift)
+    if high < min(1 - min_effect, 1 / (1 + drift)) and p < alpha:
+        verdict, why = "improved", f"faster by more than {bar}"
+    elif low > 1 + threshold and p < alpha:
+        verdict, why = "regressed", f"slower by more than {bar}"
     else:
         verdict = "no_change"
         if p >= alpha:
             why = f"p ≥ {alpha:g}: the difference is within the noise"
         else:
-            why = f"the CI does not lie entirely beyond ±{min_effect:.0%}"
+            why = f"the CI does not lie entirely beyond ±{bar}"
     reason = (
         f"median {sb.median_ms:.3f} → {sa.median_ms:.3f} ms (×{ratio:.3f}, "
-        f"{confidence:.0%} CI {low:.3f}–{high:.3f}), p={p:.2g}: {why}"
+        f"{confidence:.0%} CI {low:.3f}–{high:.3f}), p={p:.2g}, A/A drift {drift:.1%}: {why}"
     )
     return SampleComparison(ci_low=low, ci_high=high, p_value=p, verdict=verdict, reason=reason, **common)
+
+
+def ratio_distance(ratio: float) -> float:
+    """How far a median ratio is from 1, symmetric in direction: ×1.25 and ×0.8 are both 0.25."""
+    return max(ratio, 1 / ratio) - 1
+
+
+def aa_drift(first: Sequence[float], second: Sequence[float]) -> float:
+    """The A/A drift between two measurements of the same configuration: the distance of their
+    median ratio from 1 (0.0 when either is too small to say)."""
+    a, b = _as_samples(first, "first A arm"), _as_samples(second, "second A arm")
+    if min(a.size, b.size) < MIN_SAMPLES:
+        return 0.0
+    return ratio_distance(float(np.median(b)) / float(np.median(a)))
+
+
+def halves_drift(samples: Sequence[float]) -> float:
+    """``aa_drift`` of the first half of samples (in run order) against the second half."""
+    half = len(samples) // 2
+    return aa_drift(samples[:half], samples[half:]) if half else 0.0
+
+
+@dataclass(frozen=True)
+class WarmUp(Data):
+    """How one query's warm-up ended: after ``runs`` runs, ``stable`` or stopped at the cap."""
+
+    runs: int
+    stable: bool
+    last_median_ms: float | None
+
+
+def is_stable(samples: Sequence[float], window: int, tolerance: float) -> bool:
+    """The last ``window`` runs' median is within ``tolerance`` of the ``window`` runs before."""
+    if len(samples) < 2 * window:
+        return False
+    last, previous = np.median(samples[-window:]), np.median(samples[-2 * window : -window])
+    return bool(abs(last / previous - 1) <= tolerance)

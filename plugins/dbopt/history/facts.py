@@ -66,11 +66,17 @@ def statements(record: Record) -> list[dict[str, Any]]:
 
 
 def bench_rows(record: Record) -> list[dict[str, Any]]:
-    """Per target and query: before and after summaries (either may be missing) and the judged comparison."""
+    """Per target and query: before and after summaries (either may be missing) and the judged comparison.
+
+    "before" is the arm the verdict compared: bench_after's interleaved before arm where there is one.
+    """
     rows = []
     for name, data in targets(record):
         r = results(data)
-        arms: tuple[Bench | None, Bench | None] = (r["bench_before"], r["bench_after"])
+        after_arm: Bench | None = r["bench_after"]
+        # the arm the verdict compared: bench_after's interleaved before arm where there is one
+        interleaved = after_arm.extra.get("before_arm") if after_arm else None
+        arms = (Bench.from_dict(interleaved) if interleaved else r["bench_before"], after_arm)
         before, after = (arm.summaries() if arm else {} for arm in arms)
         judgement: Judgement | None = r["judge"]
         judged = judgement.query_verdicts() if judgement else {}

@@ -21,7 +21,7 @@ FIGURE_KEYS = ("target", "rule", "metric", "scope", "value", "op", "threshold", 
                "reason", "samples", "requests")  # fmt: skip
 EVIDENCE_KEYS = ("rule", "description", "value", "limit", "verdict", "reason", "samples")
 STATEMENT_KEYS = ("rank", "query", "calls", "mean_ms", "total_ms", "rows")
-RESULT_KEYS = ("median_ratio", "ci_low", "ci_high", "p_value", "reason", "method")
+RESULT_KEYS = ("median_ratio", "ci_low", "ci_high", "p_value", "drift", "reason", "method")
 TOP_STATEMENTS = 10
 TREND_WEEKS = 8
 
@@ -43,7 +43,7 @@ def _comparison_method(judge: Any) -> str | None:
     min_effect, alpha = comparison.get("min_effect"), comparison.get("alpha")
     rule = (
         f"; improved/regressed only when the whole CI of median(after)/median(before) lies beyond "
-        f"±{min_effect:.0%} and p < {alpha:g}"
+        f"±{min_effect:.0%} and beyond the A/A drift, and p < {alpha:g}"
         if isinstance(min_effect, int | float) and isinstance(alpha, int | float)
         else ""
     )

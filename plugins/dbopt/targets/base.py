@@ -11,7 +11,7 @@ import hashlib
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -213,6 +213,20 @@ class DdlResult(Data):
 
 
 @dataclass(frozen=True)
+class IndexHiding:
+    """How a target measures "before" while new indexes exist, without rebuilding anything.
+
+    ``toggle(True)`` shows the indexes to the planner, ``toggle(False)`` hides them (MariaDB IGNORED is
+    engine-wide: callers end with ``toggle(True)`` in a ``finally``); ``before_sql`` is the statement
+    the "before" arm runs (SQLite pins the old plan in it; unchanged elsewhere).
+    """
+
+    mechanism: str
+    toggle: Callable[[bool], None]
+    before_sql: Callable[[str], str]
+
+
+@dataclass(frozen=True)
 class HealthFigures(Data):
     """Health figures the engine itself knows. None = the engine cannot tell (not zero)."""
 
@@ -334,6 +348,13 @@ class Target(ABC):
     @abstractmethod
     def drop_index(self, table: str, name: str, *, lock_timeout_s: float = 5.0, retries: int = 3) -> DdlResult:
         """Drop online; idempotent (a missing index → "absent")."""
+
+    def index_hiding(
+        self, indexes: Sequence[tuple[str, str]], *, lock_timeout_s: float = 5.0, retries: int = 3
+    ) -> IndexHiding | None:
+        """How to measure without ``indexes`` ((table, name) pairs that exist) and without dropping
+        them; None if this engine cannot (then before and after are measured in separate phases)."""
+        return None
 
     @abstractmethod
     def index_ddl(self, spec: IndexSpec) -> str:

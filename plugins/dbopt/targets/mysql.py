@@ -34,6 +34,7 @@ from dbopt.targets.base import (
     DdlResult,
     Explain,
     HealthFigures,
+    IndexHiding,
     IndexInfo,
     IndexSpec,
     Statement,
@@ -629,6 +630,29 @@ class MySQLTarget(Target):
         if error:
             raise TargetError(f"{statement} failed: {error}")
         return statement
+
+    def index_hiding(
+        self, indexes: Sequence[tuple[str, str]], *, lock_timeout_s: float = 5.0, retries: int = 3
+    ) -> IndexHiding | None:
+        """IGNORED (MariaDB 10.6+) / INVISIBLE (MySQL 8): an instant change, but still an ALTER that
+        waits for the table's metadata lock, so with the builds' short lock wait and retries."""
+        major_minor = tuple(int(n) for n in re.findall(r"\d+", self._version)[:2])
+        if major_minor < ((10, 6) if self.is_mariadb else (8, 0)):
+            return None
+
+        def toggle(visible: bool) -> None:
+            failed = []
+            for table, name in indexes:  # every one, even after a failure: none may stay hidden by accident
+                try:
+                    self.set_index_ignored(table, name, not visible, lock_timeout_s=lock_timeout_s, retries=retries)
+                except TargetError as err:
+                    failed.append(str(err))
+            if failed:
+                raise TargetError("; ".join(failed))
+
+        word = "IGNORED" if self.is_mariadb else "INVISIBLE"
+        wait = max(1, math.ceil(lock_timeout_s))
+        return IndexHiding(f"ALTER INDEX … {word} (lock_wait_timeout {wait}s, {retries} retries)", toggle, lambda q: q)
 
     # --- health and safety -------------------------------------------------------------------
     # --- one run at a time -------------------------------------------------------------------

@@ -38,6 +38,7 @@ from dbopt.targets.base import (
     Dialect,
     Explain,
     HealthFigures,
+    IndexHiding,
     IndexInfo,
     IndexSpec,
     Statement,
@@ -394,6 +395,30 @@ class PostgresTarget(Target):
             # PREPARE is not transactional: deallocate exactly this statement (others may be in use)
             if prepared:
                 self._run(sql.SQL("DEALLOCATE {}").format(name))
+
+    def index_hiding(
+        self, indexes: Sequence[tuple[str, str]], *, lock_timeout_s: float = 5.0, retries: int = 3
+    ) -> IndexHiding | None:
+        """HypoPG 1.4+ ``hypopg_hide_index``: hidden from this session's planner only, no lock taken.
+        Older HypoPG (1.3.1 here) has no such function: None, and before/after are separate phases."""
+        schema = self._extension_schema("hypopg")
+        if schema is None or not self._run("SELECT to_regproc(%s)", [f"{schema}.hypopg_hide_index"])[0][0]:
+            return None
+        oids = [
+            self._run(
+                "SELECT i.indexrelid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s AND i.indrelid = to_regclass(%s)",
+                [name, table],
+            )[0][0]
+            for table, name in indexes
+        ]
+
+        def toggle(visible: bool) -> None:
+            function = sql.Identifier(schema, "hypopg_unhide_index" if visible else "hypopg_hide_index")
+            for oid in oids:
+                self._run(sql.SQL("SELECT {}({})").format(function, sql.Literal(oid)))
+
+        return IndexHiding("HypoPG hypopg_hide_index (this session's planner only)", toggle, lambda q: q)
 
     def whatif(self, query: str, indexes: Sequence[IndexSpec]) -> Explain | None:
         schema = self._extension_schema("hypopg")

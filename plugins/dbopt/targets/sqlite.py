@@ -32,6 +32,7 @@ from dbopt.targets.base import (
     Dialect,
     Explain,
     HealthFigures,
+    IndexHiding,
     IndexInfo,
     IndexSpec,
     Statement,
@@ -43,6 +44,7 @@ from dbopt.targets.base import (
 )
 from dbopt.targets.common import mark_redundant, sampled_column_stats, with_retries
 from dbopt.targets.querylog import placeholder_count, query_log_of, read_query_log, rotate_query_log
+from dbopt.targets.sqlite_hide import pinned, pins, planner_without
 from dbopt.targets.sqlite_parse import QueryNames, index_shape, parse_plan, query_names
 from dbopt.targets.sqlite_whatif import StatSampler, planner_copy
 
@@ -417,6 +419,45 @@ class SQLiteTarget(Target):
             return self.run_lock_path.read_text().strip() or None
         except FileNotFoundError:
             return None
+
+    def index_hiding(
+        self, indexes: Sequence[tuple[str, str]], *, lock_timeout_s: float = 5.0, retries: int = 3
+    ) -> IndexHiding:
+        """Nothing is toggled: the "before" statement pins the plan SQLite chose without ``indexes``
+        (``sqlite_hide``); a statement that cannot be pinned raises TargetError."""
+        hidden = {name.lower() for _, name in indexes}
+        pinned_sql: dict[str, str] = {}
+
+        def before_sql(query: str) -> str:
+            if query not in pinned_sql:
+                pinned_sql[query] = self._pin_old_plan(query, hidden) if hidden else query
+            return pinned_sql[query]
+
+        return IndexHiding("INDEXED BY / NOT INDEXED pins the old plan in the statement", lambda _: None, before_sql)
+
+    def _pin_old_plan(self, query: str, hidden: set[str]) -> str:
+        names = query_names(query)
+        now = self._plan(self._conn, query, names)
+        schema = self._sql("SELECT type, name, sql FROM sqlite_master ORDER BY rowid")
+        has_stat1 = self._sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'")
+        stat1 = self._sql("SELECT tbl, idx, stat FROM sqlite_stat1") if has_stat1 else []
+        mem = planner_without(schema, stat1, hidden)
+        try:
+            before = self._plan(mem, query, names)
+        finally:
+            mem.close()
+        table_pins = pins(now, before, hidden)
+        if not table_pins:
+            return query
+        if any("AUTOMATIC" in str(row[-1]) for row in before.raw):
+            # NOT INDEXED would also forbid the automatic index the old plan built: not the old plan
+            raise TargetError(f"cannot pin the old plan: it uses an automatic index: {query[:200]}")
+        rewritten = pinned(query, table_pins)
+        check = self._plan(self._conn, rewritten, query_names(rewritten))
+        got = {s.table.lower(): s.index for s in check.scans if s.table.lower() in table_pins}
+        if got != table_pins:
+            raise TargetError(f"pinning the old plan {table_pins} gave {got} instead: {rewritten[:200]}")
+        return rewritten
 
     # --- health and safety -------------------------------------------------------------------
     def health(self, long_transaction_s: float = 60.0) -> HealthFigures:
