@@ -33,7 +33,8 @@ def test_full_report_shows_every_figure_with_its_method(measured, tmp_path):
     assert "GO all figures pass" in text and "fail if > 50" in text and "31.4" in text
     for q in shop["bench_before"]["queries"]:
         assert q["name"] in text
-    first = shop["bench_before"]["queries"][0]["summary"]
+    compared = shop["bench_after"].get("before_arm") or shop["bench_before"]  # the arm the verdict compared
+    first = compared["queries"][0]["summary"]
     assert f"{first['median_ms']:.3f}" in text or f"{first['median_ms']:.2f}" in text
     assert "Mann-Whitney U two-sided" in text and "A/A drift" in text
     assert "warm-up per query until the median of the last 5 runs" in text
