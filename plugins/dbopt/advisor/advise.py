@@ -14,8 +14,10 @@ from dbopt.advisor.drops import drop_candidates
 from dbopt.advisor.model import Advice, QueryEstimate, Recommendation, SkippedStatement, short
 from dbopt.advisor.parse import ParseFailure, analyse, parse_sql, table_names
 from dbopt.advisor.policy import AdvisorPolicy
+from dbopt.advisor.reasons import no_index_reasons
 from dbopt.advisor.select import Pick, Selection, WorkItem, estimated_size, select, serves
 from dbopt.advisor.shortlist import shortlist
+from dbopt.advisor.writes import is_write, write_costs
 from dbopt.targets.base import Dialect, IndexInfo, IndexSpec, Statement, TableStats, Target, TargetError
 from dbopt.targets.common import covers
 
@@ -36,8 +38,8 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
     timer = _Timer()
     skipped: list[SkippedStatement] = []
 
-    def skip(st: Statement, reason: str) -> None:
-        skipped.append(SkippedStatement(st.digest, short(st.query), reason))
+    def skip(st: Statement, reason: str, code: str) -> None:
+        skipped.append(SkippedStatement(st.digest, short(st.query), reason, code))
 
     with timer("total_ms"):
         with timer("parse_ms"):
@@ -46,7 +48,7 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                 try:
                     trees.append((st, *_parse(st, target.dialect)))
                 except ParseFailure as err:
-                    skip(st, str(err))
+                    skip(st, str(err), "not-analysable")
         with timer("catalog_ms"):
             stats, missing = _table_stats(
                 target, {t for _, _, tree in trees for t in table_names(tree, target.dialect)}
@@ -59,17 +61,18 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                 absent = sorted(table_names(tree, target.dialect) & missing)
                 parsed = analyse(tree, columns)
                 if absent:
-                    skip(st, f"table not found: {', '.join(absent)}")
+                    skip(st, f"table not found: {', '.join(absent)}", "no-table")
                 elif parsed.kind == "other":
-                    skip(st, "not a query or INSERT/UPDATE/DELETE")
+                    skip(st, "not a query or INSERT/UPDATE/DELETE", "not-a-query")
                 else:
                     items.append(WorkItem(st, text, parsed))
         with timer("candidates_ms"):
-            generated, rejected = _candidates(items, stats, existing, policy, target.dialect)
+            generated, refused = _candidates(items, stats, existing, policy, target.dialect)
         coster = Coster(target, stats, existing)
         with timer("cost_ms"):
             kept = _plannable(items, [c for specs in generated.values() for c in specs], coster, skip)
             generated = {new: generated[old] for new, old in enumerate(kept) if old in generated}
+            refused = {new: refused[old] for new, old in enumerate(kept) if old in refused}
             items = [items[i] for i in kept]
             kept = shortlist(
                 items,
@@ -79,8 +82,10 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                 policy.min_improvement,
                 lambda spec: estimated_size(spec, stats[spec.table], target.dialect),
             )
+        writes = write_costs(items, stats)
         with timer("select_ms"):
-            selection = select(items, kept, coster, stats, policy)
+            selection = select(items, kept, coster, stats, policy, {t: w.ms for t, w in writes.items()})
+            skipped += no_index_reasons(items, refused, generated, kept, selection, coster, policy, writes)
         total_weight = sum(it.weight_ms for it in items) or 1.0
         recommendations = sorted(
             (_recommendation(p, items, selection, target, existing, total_weight) for p in selection.picks),
@@ -94,7 +99,8 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
         recommendations=tuple(recommendations),
         drop_candidates=tuple(drops),
         skipped=tuple(skipped),
-        rejected=tuple(rejected),
+        rejected=tuple(dict.fromkeys(r for rs in refused.values() for r in rs)),
+        write_costs=tuple(writes[t] for t in sorted(writes)),
         statements=len(statements),
         analysed=len(items),
         timing={k: round(v, 2) for k, v in timer.items()},
@@ -131,26 +137,34 @@ def _candidates(
     existing: Sequence[IndexInfo],
     policy: AdvisorPolicy,
     dialect: Dialect,
-) -> tuple[dict[int, list[IndexSpec]], list[Rejection]]:
-    """Each item's own candidates (by item index; items with none left out), and the refused ones."""
+) -> tuple[dict[int, list[IndexSpec]], dict[int, list[Rejection]]]:
+    """Each item's own candidates and its refused ones (by item index; items with none left out).
+
+    Write statements get none: they weigh against indexes on their table (``dbopt.advisor.writes``).
+    """
     generated: dict[int, list[IndexSpec]] = {}
-    rejected: dict[Rejection, None] = {}
+    rejected: dict[int, list[Rejection]] = {}
     for i, it in enumerate(items):
+        if is_write(it):
+            continue
         specs: dict[IndexSpec, None] = {}
+        refused: dict[Rejection, None] = {}
         for usage in it.parsed.usages:
             if usage.table not in stats:
                 continue
             on_table = [ix for ix in existing if ix.table.lower() == usage.table.lower()]
-            found, refused = generate(usage, stats[usage.table], on_table, policy, dialect)
+            found, no = generate(usage, stats[usage.table], on_table, policy, dialect)
             specs.update(dict.fromkeys(found))
-            rejected.update(dict.fromkeys(refused))
+            refused.update(dict.fromkeys(no))
         if specs:
             generated[i] = list(specs)
-    return generated, list(rejected)
+        if refused:
+            rejected[i] = list(refused)
+    return generated, rejected
 
 
 def _plannable(
-    items: list[WorkItem], candidates: Sequence[IndexSpec], coster: Coster, skip: Callable[[Statement, str], None]
+    items: list[WorkItem], candidates: Sequence[IndexSpec], coster: Coster, skip: Callable[[Statement, str, str], None]
 ) -> list[int]:
     """Indexes of the items whose baseline the engine can plan (only those a candidate could serve need a plan)."""
     out = []
@@ -159,7 +173,7 @@ def _plannable(
             try:
                 coster.cost(it.text, it.parsed, [])
             except TargetError as err:
-                skip(it.statement, f"cannot plan: {err}")
+                skip(it.statement, f"cannot plan: {err}", "not-plannable")
                 continue
         out.append(i)
     return out

@@ -32,8 +32,6 @@ class AdvisorPolicy(Data):
     candidates_per_statement: int = 1
     # Share of a write statement's time each new index on its table adds (index maintenance).
     write_penalty: float = 0.1
-    # Assumed cost of one row write, for tables whose writes are known only from table_stats.
-    ms_per_row_write: float = 0.05
     max_recommendations: int = 20
     # Existing non-unique indexes with no recorded use are proposed for dropping.
     suggest_drops: bool = True
@@ -50,7 +48,6 @@ class AdvisorPolicy(Data):
             "max_key_columns": self.max_key_columns >= 1,
             "candidates_per_statement": self.candidates_per_statement >= 1,
             "write_penalty": self.write_penalty >= 0.0,
-            "ms_per_row_write": self.ms_per_row_write >= 0.0,
             "max_recommendations": self.max_recommendations >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]

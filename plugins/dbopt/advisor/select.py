@@ -21,8 +21,11 @@ A pick must also pass:
   any more (``(a, b, c DESC)`` after ``(c)`` for ``WHERE a = ? AND b = ? ORDER BY c DESC LIMIT n``:
   benefit per byte picks the small index first; the re-plan shows the wider one makes it dead weight);
 * a write penalty: ``write_penalty × write time of its table`` is subtracted from the benefit.
-  Write time is the total time of the workload's INSERT/UPDATE/DELETE statements on the table,
-  or, when the workload has none, ``TableStats.writes × ms_per_row_write``.
+  Write time is the total time of the workload's INSERT/UPDATE/DELETE statements on the table, in
+  the same window as the reads (``dbopt.advisor.writes``).
+
+Every candidate the search drops gets a verdict (``Selection.verdicts``): the reason a statement it
+was meant for got no index.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ class Selection:
     picks: list[Pick]
     baseline: dict[int, Estimate]
     final: dict[int, Estimate]
+    # why a candidate was not picked: (code, reason); codes as in SkippedStatement
+    verdicts: dict[IndexSpec, tuple[str, str]] = field(default_factory=dict)
 
 
 def serves(spec: IndexSpec, parsed: ParsedStatement) -> bool:
@@ -144,6 +149,7 @@ class _Search:
         coster: Coster,
         stats: dict[str, TableStats],
         policy: AdvisorPolicy,
+        write_ms: Mapping[str, float],
     ) -> None:
         self.items = items
         self.coster = coster
@@ -153,7 +159,8 @@ class _Search:
         self.baseline = {i: self.estimate(i, []) for i in sorted({i for v in self.relevant.values() for i in v})}
         self.current = dict(self.baseline)
         self.size = {c: estimated_size(c, stats[c.table], coster.target.dialect) for c in self.relevant}
-        self.write_ms = _write_ms(items, stats, policy)
+        self.write_ms = write_ms
+        self.verdicts: dict[IndexSpec, tuple[str, str]] = {}
 
     def estimate(self, i: int, specs: Sequence[IndexSpec]) -> Estimate:
         item = self.items[i]
@@ -183,6 +190,9 @@ class _Search:
         candidate with what-if plans only once its bound reaches the top of the queue; elsewhere the
         bound is infinite and every candidate is evaluated in the first round.
         """
+        return (self._benefit_bound(cand) - self._penalty(cand)) / max(self.size[cand], 1)
+
+    def _benefit_bound(self, cand: IndexSpec) -> float:
         benefit = 0.0
         for i in self.relevant[cand]:
             low = self.coster.optimistic(self.items[i].parsed, [cand])
@@ -191,16 +201,21 @@ class _Search:
             base = self.baseline[i].cost
             if base > 0 and low < base:
                 benefit += self.items[i].weight_ms * (base - low) / base
-        penalty = self.policy.write_penalty * self.write_ms.get(cand.table, 0.0)
-        return (benefit - penalty) / max(self.size[cand], 1)
+        return benefit
+
+    def _penalty(self, cand: IndexSpec) -> float:
+        return self.policy.write_penalty * self.write_ms.get(cand.table, 0.0)
 
     def widened_by(self, cand: IndexSpec) -> list[IndexSpec]:
         """Earlier picks ``cand`` starts with the keys of: it serves every lookup they serve."""
         info = as_index_info(cand)
         return [c for c in self.chosen if covers(info, as_index_info(c))]
 
+    def refuse(self, cand: IndexSpec, code: str, why: str) -> None:
+        self.verdicts[cand] = (code, why)
+
     def evaluate(self, cand: IndexSpec) -> _Evaluation | None:
-        """What adding ``cand`` to the current picks does, or None when it does not earn a place."""
+        """What adding ``cand`` to the current picks does, or None (with a verdict) when it does not earn a place."""
         widened = self.widened_by(cand)
         config = [c for c in self.chosen if c not in widened] + [cand]
         served, benefit, before_sum, after_sum, weight = [], 0.0, 0.0, 0.0, 0.0
@@ -210,7 +225,8 @@ class _Search:
             now, base = self.current[i], self.baseline[i]
             try:
                 new = self.estimate_with(i, cand, config)
-            except TargetError:  # e.g. HypoPG refuses this index: it cannot be judged, so it is not picked
+            except TargetError as err:  # e.g. HypoPG refuses this index: it cannot be judged, so it is not picked
+                self.refuse(cand, "engine-refused", f"the engine refused the candidate: {err}")
                 return None
             used |= new.used
             after[i] = new
@@ -222,16 +238,31 @@ class _Search:
             after_sum += new.cost
             weight += self.items[i].weight_ms
         if not served:
+            self.refuse(
+                cand, "not-used", "with the other picks in place the planner would not use it, or it saves nothing"
+            )
             return None
         replaced = widened + self._superseded(cand, config, used)
         # A new index must also save real time; replacing a pick (Dexter's second-column rule) only
         # has to cut the cost of its statements further by min_improvement.
-        if (before_sum - after_sum) / before_sum < self.policy.min_improvement or (
-            not replaced and benefit < self.policy.min_time_saved * weight
-        ):
+        cut = (before_sum - after_sum) / before_sum
+        if cut < self.policy.min_improvement:
+            self.refuse(
+                cand,
+                "below-threshold",
+                f"estimated gain below threshold: cost cut {cut:.0%} < {self.policy.min_improvement:.0%}",
+            )
+            return None
+        if not replaced and benefit < self.policy.min_time_saved * weight:
+            self.refuse(
+                cand,
+                "below-threshold",
+                f"estimated gain below threshold: saves ~{benefit:.0f} ms of {weight:.0f} ms "
+                f"(< {self.policy.min_time_saved:.0%})",
+            )
             return None
         # replacing a pick adds no index to maintain
-        penalty = 0.0 if replaced else self.policy.write_penalty * self.write_ms.get(cand.table, 0.0)
+        penalty = 0.0 if replaced else self._penalty(cand)
         added = self.size[cand] - sum(self.size[c] for c in replaced)
         return _Evaluation(benefit, penalty, served, replaced, added, after)
 
@@ -251,32 +282,59 @@ class _Search:
             and all(i in mine for i, est in self.current.items() if c.name in est.used)
         ]
 
-    def fits(self, cand: IndexSpec, ev: _Evaluation, used_bytes: int) -> bool:
-        """Within the storage budget and the per-table limit, counting the picks it replaces."""
-        if used_bytes + ev.added_bytes > self.policy.storage_budget_bytes:
-            return False
+    def misfit(self, cand: IndexSpec, ev: _Evaluation, used_bytes: int) -> tuple[str, str] | None:
+        """Why it breaks the storage budget or the per-table limit (counting the picks it replaces), or None."""
+        left = self.policy.storage_budget_bytes - used_bytes
+        if ev.added_bytes > left:
+            return (
+                "budget",
+                f"storage budget exhausted: needs ~{ev.added_bytes / 1e6:.1f} MB, {max(left, 0) / 1e6:.1f} MB left",
+            )
         on_table = sum(1 for c in self.chosen if c.table == cand.table and c not in ev.replaced)
-        return on_table < self.policy.max_indexes_per_table
+        if on_table >= self.policy.max_indexes_per_table:
+            return "table-limit", f"limit of {self.policy.max_indexes_per_table} new index(es) on {cand.table} reached"
+        return None
 
-    def eligible(self, cand: IndexSpec) -> bool:
-        """Not picked already, and not a left prefix of a pick (that would be a redundant index)."""
+    def covering_pick(self, cand: IndexSpec) -> IndexSpec | None:
+        """A pick ``cand`` is, or is a left prefix of (``cand`` would be a redundant index)."""
         info = as_index_info(cand)
-        return cand not in self.chosen and not any(covers(as_index_info(c), info) for c in self.chosen)
+        return next((c for c in self.chosen if c == cand or covers(as_index_info(c), info)), None)
 
     def run(self) -> list[Pick]:
         picks: dict[IndexSpec, Pick] = {}
         # heap of (-score upper bound, tiebreak, candidate, round evaluated)
-        heap = [
-            (-bound, c.name, c, -1) for c in self.relevant if self.relevant[c] and (bound := self.first_bound(c)) > 0
-        ]
+        heap = []
+        for c in self.relevant:
+            if not self.relevant[c]:
+                continue
+            if (bound := self.first_bound(c)) > 0:
+                heap.append((-bound, c.name, c, -1))
+            else:
+                penalty, gain = self._penalty(c), self._benefit_bound(c)
+                why = f"write cost above gain: {penalty:.0f} ms of index maintenance on {c.table}"
+                why += f" >= {gain:.0f} ms saved"
+                self.refuse(c, "write-cost", why)
         heapq.heapify(heap)
         rnd, used_bytes = 0, 0
         while heap and len(picks) < self.policy.max_recommendations:
             _neg, name, cand, seen = heapq.heappop(heap)
-            if not self.eligible(cand):
+            if (pick := self.covering_pick(cand)) is not None:
+                if pick != cand:
+                    self.refuse(cand, "redundant", f"redundant: a left prefix of the picked index {pick.name}")
                 continue
             ev = self.evaluate(cand)
-            if ev is None or ev.benefit <= ev.penalty or not self.fits(cand, ev, used_bytes):
+            if ev is None:
+                continue
+            if ev.benefit <= ev.penalty:
+                self.refuse(
+                    cand,
+                    "write-cost",
+                    f"write cost above gain: {ev.penalty:.0f} ms of index maintenance on {cand.table} "
+                    f">= {ev.benefit:.0f} ms saved",
+                )
+                continue
+            if (why := self.misfit(cand, ev, used_bytes)) is not None:
+                self.refuse(cand, *why)
                 continue
             if seen != rnd:  # stale score: re-queue with the current one
                 heapq.heappush(heap, (-(ev.benefit - ev.penalty) / max(ev.added_bytes, 1), name, cand, rnd))
@@ -292,7 +350,12 @@ class _Search:
             self.chosen.append(cand)
             # the picked candidate's own estimates stand for its statements until the final re-plan
             self.current.update(ev.after)
+            self.verdicts.pop(cand, None)
             rnd += 1
+        for *_, cand, _seen in heap:
+            self.verdicts.setdefault(
+                cand, ("limit", f"limit of {self.policy.max_recommendations} recommendations reached")
+            )
         # every statement re-planned once with all picks in place: what the advice reports
         for i in self.current:
             self.current[i] = self.estimate(i, self.chosen)
@@ -305,10 +368,12 @@ def select(
     coster: Coster,
     stats: dict[str, TableStats],
     policy: AdvisorPolicy,
+    write_ms: Mapping[str, float],
 ) -> Selection:
     """Greedy workload-wide choice among the shortlisted candidates (item index → its own best ones);
-    ``final`` holds each statement's estimate with all picks in place."""
-    search = _Search(items, shortlisted, coster, stats, policy)
+    ``final`` holds each statement's estimate with all picks in place; ``write_ms`` is each table's
+    write time in the measured window."""
+    search = _Search(items, shortlisted, coster, stats, policy, write_ms)
     picks = search.run()
     for pick in picks:
         pick.served = [
@@ -316,16 +381,4 @@ def select(
             for i in search.relevant[pick.spec]
             if pick.spec.name in (est := search.current[i]).used and est.cost < search.baseline[i].cost
         ]
-    return Selection(picks, search.baseline, search.current)
-
-
-def _write_ms(items: Sequence[WorkItem], stats: dict[str, TableStats], policy: AdvisorPolicy) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for it in items:
-        table = it.parsed.written_table
-        if it.parsed.kind in ("insert", "update", "delete") and table:
-            out[table] = out.get(table, 0.0) + it.weight_ms
-    for table, st in stats.items():
-        if table not in out and st.writes:
-            out[table] = st.writes * policy.ms_per_row_write
-    return out
+    return Selection(picks, search.baseline, search.current, search.verdicts)

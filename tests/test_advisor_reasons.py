@@ -1,0 +1,114 @@
+"""Advice on a database as production leaves it: bulk-loaded once, counters never reset.
+
+The write cost of a table comes from the write statements of the same window as the reads, never
+from lifetime counters; every statement without an index says why; no index is led by a key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from dbopt.advisor import AdvisorPolicy, advise
+from dbopt.cli import main
+from dbopt.targets import open_target
+from dbopt.targets.base import Statement, Target
+
+ROWS = 60_000
+SCHEMA = (
+    "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,"
+    " amount int NOT NULL, note text NOT NULL);"
+    "CREATE TABLE tiny (id int PRIMARY KEY, code text NOT NULL)"
+)
+# set-based bulk load: the lifetime counters (n_tup_ins) say 60k rows written
+LOAD = (
+    "INSERT INTO orders SELECT g, g % 3000, CASE WHEN g % 10 = 0 THEN 'open' ELSE 'paid' END, g % 500, md5(g::text)"
+    f" FROM generate_series(1, {ROWS}) g;"
+    "INSERT INTO tiny SELECT g, 'c' || g FROM generate_series(1, 50) g; ANALYZE"
+)
+READ = "SELECT * FROM orders WHERE customer_id = $1"
+
+
+def stmt(query: str, calls: int, mean_ms: float) -> Statement:
+    return Statement(Statement.digest_of(query), query, calls, calls * mean_ms, mean_ms, source="pg_stat_statements")
+
+
+@pytest.fixture
+def bulk_loaded(pg_url: str) -> Iterator[Target]:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        conn.execute(LOAD)
+    with open_target(pg_url) as target:
+        yield target
+
+
+def test_a_bulk_loaded_table_is_not_judged_write_heavy(bulk_loaded: Target) -> None:
+    assert (bulk_loaded.table_stats(["orders"])["orders"].writes or 0) >= ROWS  # lifetime counters
+    # a light read workload: 20 calls × 5 ms = 100 ms, far below 60k rows × any per-row write cost
+    advice = advise(bulk_loaded, [stmt(READ, 20, 5.0)])
+    assert [r.columns for r in advice.recommendations] == [("customer_id",)]
+    (orders,) = advice.write_costs
+    assert orders.ms == 0 and "no write statement" in orders.source and "lifetime" in orders.source
+
+
+def test_write_cost_comes_from_the_window_and_names_its_source(bulk_loaded: Target) -> None:
+    update = stmt("UPDATE orders SET amount = $1 WHERE id = $2", 100_000, 2.0)
+    advice = advise(bulk_loaded, [stmt(READ, 20, 5.0), update], AdvisorPolicy(write_penalty=0.5))
+    assert advice.recommendations == ()
+    reasons = {s.digest: s for s in advice.skipped}
+    read = reasons[Statement.digest_of(READ)]
+    # both numbers: 0.5 × 200 s of UPDATEs against what the index saves the reads
+    assert read.code == "write-cost" and "100000 ms of index maintenance on orders >= 95 ms saved" in read.reason
+    assert reasons[update.digest].code == "write" and "weighed against new indexes on orders" in (
+        reasons[update.digest].reason
+    )
+    (orders,) = advice.write_costs
+    assert orders.ms == 200_000 and orders.statements == 1 and "pg_stat_statements" in orders.source
+
+
+def test_every_statement_without_an_index_says_why(bulk_loaded: Target) -> None:
+    work = {
+        "read": stmt(READ, 20, 5.0),
+        "like": stmt("SELECT count(*) FROM orders WHERE note LIKE '%abc%'", 10, 20.0),
+        "pk": stmt("SELECT * FROM orders WHERE id = $1", 1000, 0.1),
+        "pk_led": stmt("SELECT id, status FROM orders WHERE id = $1 AND status = $2", 1000, 0.1),
+        "tiny": stmt("SELECT * FROM tiny WHERE code = $1", 1000, 0.1),
+        "unselective": stmt("SELECT * FROM orders WHERE status = 'paid'", 5, 40.0),
+        "insert": stmt("INSERT INTO orders VALUES ($1, $2, $3, $4, $5)", 10, 0.2),
+        "broken": stmt("SELECT * FROM orders WHERE customer_id = $1 AND nope = $2", 5, 1.0),
+        "garbage": stmt("SELEC * FROM orders", 1, 1.0),
+    }
+    advice = advise(bulk_loaded, list(work.values()))
+    served = {q.digest for r in advice.recommendations for q in r.queries}
+    assert served == {work["read"].digest}
+    why = {s.digest: s for s in advice.skipped}
+    assert set(why) == {s.digest for k, s in work.items() if k != "read"}
+    assert all(s.reason and s.code for s in advice.skipped)
+    assert "leading wildcard" in why[work["like"].digest].reason
+    assert "led by the primary key (id)" in why[work["pk"].digest].reason
+    assert "led by the primary key (id)" in why[work["pk_led"].digest].reason
+    assert "table too small" in why[work["tiny"].digest].reason
+    assert "unselective" in why[work["unselective"].digest].reason
+    assert why[work["insert"].digest].code == "write"
+    assert why[work["broken"].digest].code in ("not-plannable", "no-candidate")
+    assert why[work["garbage"].digest].code == "not-analysable"
+    json.dumps(advice.to_dict())
+
+
+def test_cli_prints_a_reason_per_statement(pg_url: str, bulk_loaded: Target, capsys: pytest.CaptureFixture) -> None:
+    # the application's real statements, recorded by pg_stat_statements (counters not reset after the load)
+    with psycopg.connect(pg_url, autocommit=True) as app:
+        for n in range(30):
+            app.execute("SELECT * FROM orders WHERE customer_id = %s", [n]).fetchall()
+            app.execute("SELECT count(*) FROM orders WHERE note LIKE '%%abc%%'").fetchall()
+    assert main(["advise", pg_url]) == 0
+    out = capsys.readouterr().out
+    assert "customer_id" in out and "no index recommended" not in out
+    assert "leading wildcard" in out and "statements without an index" in out
+    assert main(["advise", pg_url, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["skipped"] and all(s["reason"] for s in data["skipped"])
+    assert {w["table"] for w in data["write_costs"]} >= {"orders"}
