@@ -12,7 +12,7 @@ from dbopt.advisor.candidates import Rejection, as_index_info, generate
 from dbopt.advisor.cost import Coster
 from dbopt.advisor.drops import drop_candidates
 from dbopt.advisor.model import Advice, QueryEstimate, Recommendation, SkippedStatement, short
-from dbopt.advisor.parse import ParseFailure, analyse, parse_sql, table_names
+from dbopt.advisor.parse import ParseFailure, analyse, has_parameters, parse_sql, table_names, unprepared
 from dbopt.advisor.policy import AdvisorPolicy
 from dbopt.advisor.reasons import no_index_reasons
 from dbopt.advisor.select import Pick, Selection, WorkItem, estimated_size, select, serves
@@ -65,7 +65,7 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                 elif parsed.kind == "other":
                     skip(st, "not a query or INSERT/UPDATE/DELETE", "not-a-query")
                 else:
-                    items.append(WorkItem(st, text, parsed))
+                    items.append(WorkItem(st, text, parsed, generic=has_parameters(tree)))
         with timer("candidates_ms"):
             generated, refused = _candidates(items, stats, existing, policy, target.dialect)
         coster = Coster(target, stats, existing)
@@ -114,7 +114,8 @@ def _parse(st: Statement, dialect: Dialect) -> tuple[str, exp.Expression]:
             return st.example, parse_sql(st.example, dialect)
         except ParseFailure:
             pass  # examples can be truncated by the engine
-    return st.query, parse_sql(st.query, dialect)
+    text = unprepared(st.query) if dialect == "postgres" else st.query
+    return text, parse_sql(text, dialect)
 
 
 def _table_stats(target: Target, tables: set[str]) -> tuple[dict[str, TableStats], set[str]]:
@@ -196,18 +197,20 @@ def _recommendation(
             cost_before=round(s.before, 3),
             cost_after=round(s.after, 3),
             method=s.method,
+            generic=items[s.item].generic,
         )
         for s in pick.served
     )
     before = sum(q.cost_before for q in queries)
     after = sum(q.cost_after for q in queries)
     method = ",".join(sorted({q.method for q in queries})) or "none"
+    how = method + (", generic plan: parameters without values" if any(q.generic for q in queries) else "")
     share = sum(q.weight_ms for q in queries) / total_weight
     roles = _roles(spec, items[pick.served[0].item] if pick.served else None)
     cut = (1 - after / before) if before else 0.0
     reason = (
         f"{roles}; serves {len(queries)} statement(s), {share:.0%} of workload time; "
-        f"estimated cost {before:.1f} → {after:.1f} ({cut:.0%} less, {method}); "
+        f"estimated cost {before:.1f} → {after:.1f} ({cut:.0%} less, {how}); "
         f"~{pick.size_bytes / 1e6:.1f} MB"
     )
     if pick.penalty_ms:

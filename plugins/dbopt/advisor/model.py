@@ -19,6 +19,7 @@ class QueryEstimate(Data):
     cost_before: float  # with the existing indexes only
     cost_after: float  # with every recommended index in place
     method: str  # "hypopg" | "sqlite-expert" | "heuristic"
+    generic: bool = False  # estimated on a generic plan ($n / ? without values, e.g. no pg_qualstats example)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,18 @@ class ParsedStatement(Data):
 _PG_PARAM = re.compile(r"(?<![\w$])\$(\d+)")
 # MySQL/MariaDB digests shorten value lists to "(...)".
 _MYSQL_ELLIPSIS = re.compile(r"\(\s*\.\.\.\s*\)")
+# pg_stat_statements keeps the text of an SQL-level PREPARE: "PREPARE q (int, text) AS SELECT …".
+_PREPARE = re.compile(r"^\s*PREPARE\s+(?:\w+|\"[^\"]+\")\s*(?:\([^)]*\))?\s+AS\s+", re.IGNORECASE)
+
+
+def unprepared(text: str) -> str:
+    """The statement inside ``PREPARE name [(types)] AS …``; other text unchanged."""
+    return _PREPARE.sub("", text, count=1)
+
+
+def has_parameters(tree: exp.Expression) -> bool:
+    """The statement has ``$n`` / ``?`` parameters without values: its plan is a generic one."""
+    return tree.find(exp.Parameter, exp.Placeholder) is not None
 
 
 def parse_sql(text: str, dialect: Dialect) -> exp.Expression:

@@ -72,6 +72,7 @@ class WorkItem:
     statement: Statement
     text: str
     parsed: ParsedStatement
+    generic: bool = False  # parameters without values: planned as a generic plan
 
     @property
     def weight_ms(self) -> float:

@@ -7,6 +7,7 @@ Every statement carries ``TOOL_MARKER`` and every identifier is composed with ``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -49,13 +50,26 @@ _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 # Errors after which an online DDL is worth another try (and may have left an INVALID index).
 _RETRYABLE = (errors.LockNotAvailable, errors.QueryCanceled, errors.DeadlockDetected)
 
-# Only statements the planner can explain are workload; BEGIN/SET/SHOW/EXPLAIN/DDL are not.
+# Only statements the planner can explain are workload; BEGIN/SET/SHOW/EXPLAIN/DDL are not. An SQL-level
+# "PREPARE name [(types)] AS <statement>" is how pg_stat_statements shows what EXECUTE ran.
 _PLANNABLE = re.compile(
-    r"^\s*(?:(?:/\*.*?\*/|--[^\n]*)\s*)*(?:select|insert|update|delete|with|merge|values|table)\b",
+    r"^\s*(?:(?:/\*.*?\*/|--[^\n]*)\s*)*(?:prepare\s+\S+?\s*(?:\([^)]*\))?\s+as\s+)?"
+    r"(?:select|insert|update|delete|with|merge|values|table)\b",
     re.IGNORECASE | re.DOTALL,
 )
 _STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+# A typed literal whose value is a parameter ("interval $2", as pg_stat_statements normalizes
+# "interval '1 day'") does not parse in PREPARE or EXPLAIN; the cast "$2::interval" means the same.
+_TYPED_PARAMETER = re.compile(
+    r"\b(interval|timestamptz|timestamp(?:\s+with(?:out)?\s+time\s+zone)?|date|time|uuid|json|jsonb)\s+\$(\d+)\b",
+    re.IGNORECASE,
+)
+
+
+def _typed_parameters(query: str) -> str:
+    return _TYPED_PARAMETER.sub(lambda m: f"${m[2]}::{m[1]}", query)
+
 
 _WORKLOAD_SQL = """
 SELECT s.queryid, min(s.query), sum(s.calls)::bigint, sum(s.total_exec_time),
@@ -327,8 +341,17 @@ class PostgresTarget(Target):
             raise TargetError(f"cannot EXPLAIN {text[:200]!r}: {err}".strip()) from err
         return plan_to_explain(raw)
 
+    @functools.cached_property
+    def _version_num(self) -> int:
+        return int(self._run("SHOW server_version_num")[0][0])
+
     def _explain_generic(self, query: str, nparams: int) -> Any:
-        """Plan a normalized ($n) query as Dexter does on PG < 16: a generic plan with NULL parameters."""
+        """Plan a normalized ($n) query without values: ``EXPLAIN (GENERIC_PLAN)`` on PostgreSQL 16+;
+        before that as Dexter does, a forced generic plan of a PREPARE executed with NULL parameters.
+        EXPLAIN without ANALYZE: the statement is never run."""
+        query = _typed_parameters(query)
+        if self._version_num >= 160000:
+            return self._run(sql.SQL("EXPLAIN (GENERIC_PLAN, FORMAT JSON) ") + sql.SQL(query))[0][0]
         name = sql.Identifier(f"dbopt_{uuid.uuid4().hex[:12]}")
         nulls = sql.SQL(", ").join([sql.NULL] * nparams)
         prepared = False

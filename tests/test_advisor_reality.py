@@ -1,5 +1,6 @@
 """Advice on a database as production leaves it: bulk-loaded once, counters never reset.
 
+Only pg_stat_statements and HypoPG (no pg_qualstats examples): statements are planned generic.
 The write cost of a table comes from the write statements of the same window as the reads, never
 from lifetime counters; every statement without an index says why; no index is led by a key.
 """
@@ -20,13 +21,13 @@ from dbopt.targets.base import Statement, Target
 ROWS = 60_000
 SCHEMA = (
     "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,"
-    " amount int NOT NULL, note text NOT NULL);"
+    " amount int NOT NULL, note text NOT NULL, created_at timestamptz NOT NULL);"
     "CREATE TABLE tiny (id int PRIMARY KEY, code text NOT NULL)"
 )
 # set-based bulk load: the lifetime counters (n_tup_ins) say 60k rows written
 LOAD = (
-    "INSERT INTO orders SELECT g, g % 3000, CASE WHEN g % 10 = 0 THEN 'open' ELSE 'paid' END, g % 500, md5(g::text)"
-    f" FROM generate_series(1, {ROWS}) g;"
+    "INSERT INTO orders SELECT g, g % 3000, CASE WHEN g % 10 = 0 THEN 'open' ELSE 'paid' END, g % 500, md5(g::text),"
+    f" now() - g * interval '1 minute' FROM generate_series(1, {ROWS}) g;"
     "INSERT INTO tiny SELECT g, 'c' || g FROM generate_series(1, 50) g; ANALYZE"
 )
 READ = "SELECT * FROM orders WHERE customer_id = $1"
@@ -112,3 +113,20 @@ def test_cli_prints_a_reason_per_statement(pg_url: str, bulk_loaded: Target, cap
     data = json.loads(capsys.readouterr().out)
     assert data["skipped"] and all(s["reason"] for s in data["skipped"])
     assert {w["table"] for w in data["write_costs"]} >= {"orders"}
+
+
+def test_without_examples_generic_plans_give_advice_marked_generic(pg_url: str, bulk_loaded: Target) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as app:
+        app.execute("DROP EXTENSION pg_qualstats")  # only pg_stat_statements + hypopg
+        app.execute("PREPARE by_customer (int) AS SELECT * FROM orders WHERE customer_id = $1")
+        for n in range(30):
+            app.execute(f"EXECUTE by_customer({n})").fetchall()
+            # normalized by pg_stat_statements to "interval $1": a syntax error in PREPARE unless rewritten
+            app.execute("SELECT count(*) FROM orders WHERE created_at > now() - interval '1 hour'").fetchall()
+    statements = bulk_loaded.workload()
+    texts = " | ".join(s.query for s in statements)
+    assert "PREPARE by_customer" in texts and "interval $1" in texts and not any(s.example for s in statements)
+    advice = advise(bulk_loaded, statements, AdvisorPolicy())
+    assert sorted(r.columns for r in advice.recommendations) == [("created_at",), ("customer_id",)], advice.skipped
+    for rec in advice.recommendations:
+        assert all(q.generic for q in rec.queries) and "generic plan" in rec.reason
