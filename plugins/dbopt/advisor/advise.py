@@ -9,10 +9,19 @@ from contextlib import contextmanager
 from sqlglot import exp
 
 from dbopt.advisor.candidates import Rejection, as_index_info, generate
+from dbopt.advisor.catalog import read_catalog
 from dbopt.advisor.cost import Coster
 from dbopt.advisor.drops import drop_candidates
 from dbopt.advisor.model import Advice, QueryEstimate, Recommendation, SkippedStatement, short
-from dbopt.advisor.parse import ParseFailure, analyse, has_parameters, parse_sql, table_names, unprepared
+from dbopt.advisor.parse import (
+    ParseFailure,
+    analyse,
+    expand_views,
+    has_parameters,
+    parse_sql,
+    table_names,
+    unprepared,
+)
 from dbopt.advisor.policy import AdvisorPolicy
 from dbopt.advisor.reasons import no_index_reasons
 from dbopt.advisor.select import Pick, Selection, WorkItem, estimated_size, select, serves
@@ -50,19 +59,22 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                 except ParseFailure as err:
                     skip(st, str(err), "not-analysable")
         with timer("catalog_ms"):
-            stats, missing = _table_stats(
-                target, {t for _, _, tree in trees for t in table_names(tree, target.dialect)}
-            )
-            existing = target.indexes(list(stats)) if stats else []
-            columns = {t: s.columns for t, s in stats.items()}
+            catalog = read_catalog(target, {t for _, _, tree in trees for t in table_names(tree, target.dialect)})
+            stats, existing, columns = catalog.stats, catalog.existing, catalog.columns
         items = []
         with timer("parse_ms"):
             for st, text, tree in trees:
-                absent = sorted(table_names(tree, target.dialect) & missing)
-                parsed = analyse(tree, columns)
-                if absent:
+                names = table_names(tree, target.dialect)
+                if absent := sorted(names & catalog.missing):
                     skip(st, f"table not found: {', '.join(absent)}", "no-table")
-                elif parsed.kind == "other":
+                    continue
+                try:
+                    viewed = expand_views(tree, catalog.views, columns) if names & set(catalog.views) else tree
+                except ParseFailure as err:
+                    skip(st, str(err), "not-analysable")
+                    continue
+                parsed = analyse(viewed, columns)
+                if parsed.kind == "other":
                     skip(st, "not a query or INSERT/UPDATE/DELETE", "not-a-query")
                 else:
                     items.append(WorkItem(st, text, parsed, generic=has_parameters(tree)))
@@ -116,20 +128,6 @@ def _parse(st: Statement, dialect: Dialect) -> tuple[str, exp.Expression]:
             pass  # examples can be truncated by the engine
     text = unprepared(st.query) if dialect == "postgres" else st.query
     return text, parse_sql(text, dialect)
-
-
-def _table_stats(target: Target, tables: set[str]) -> tuple[dict[str, TableStats], set[str]]:
-    """Statistics of the tables that exist, and the names that do not."""
-    try:
-        return target.table_stats(sorted(tables)), set()
-    except TargetError:
-        stats, missing = {}, set()
-        for table in sorted(tables):
-            try:
-                stats.update(target.table_stats([table]))
-            except TargetError:
-                missing.add(table)
-        return stats, missing
 
 
 def _candidates(

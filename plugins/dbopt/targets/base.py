@@ -300,6 +300,10 @@ class Target(ABC):
     @abstractmethod
     def table_stats(self, tables: Iterable[str]) -> dict[str, TableStats]: ...
 
+    def view_definitions(self, names: Iterable[str]) -> dict[str, str]:
+        """name → the SELECT of each of ``names`` that is a view (the advisor reads views through their tables)."""
+        return {}
+
     # --- changes -----------------------------------------------------------------------------
     @abstractmethod
     def create_index(

@@ -112,6 +112,11 @@ LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'm', 'f')
 """
 
+_VIEW_SQL = """
+SELECT pg_get_viewdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'v'
+"""
+
 _COLUMN_STATS_SQL = """
 SELECT a.attname, st.n_distinct, st.most_common_freqs[1]
 FROM pg_attribute a
@@ -436,6 +441,14 @@ class PostgresTarget(Target):
         if not rows:
             raise TargetError(f"table {table!r} not found (looked for {name!r} in schema {schema!r})")
         return schema, name, rows[0]
+
+    def view_definitions(self, names: Iterable[str]) -> dict[str, str]:
+        out = {}
+        for name in names:
+            rows = self._run(_VIEW_SQL, split_table(name))
+            if rows:
+                out[name] = rows[0][0]
+        return out
 
     def table_stats(self, tables: Iterable[str]) -> dict[str, TableStats]:
         self._flush_own_stats()
