@@ -130,3 +130,65 @@ def test_without_examples_generic_plans_give_advice_marked_generic(pg_url: str, 
     assert sorted(r.columns for r in advice.recommendations) == [("created_at",), ("customer_id",)], advice.skipped
     for rec in advice.recommendations:
         assert all(q.generic for q in rec.queries) and "generic plan" in rec.reason
+
+
+SHAPES = """
+CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL, s text NOT NULL);
+INSERT INTO t SELECT g, g % 5000, g % 777, md5(g::text) FROM generate_series(1, 60000) g;
+CREATE VIEW v AS SELECT id, a, b FROM t WHERE b > 3;
+CREATE VIEW vv AS SELECT * FROM v WHERE id > 10;
+CREATE SCHEMA "Bar"; CREATE TABLE "Bar"."Foo" (id int PRIMARY KEY, "Code" int, x int);
+INSERT INTO "Bar"."Foo" SELECT g, g % 9000, g FROM generate_series(1, 60000) g;
+CREATE SCHEMA app; CREATE TABLE app.items (id int PRIMARY KEY, owner int);
+INSERT INTO app.items SELECT g, g % 8000 FROM generate_series(1, 60000) g;
+CREATE TABLE p (id int, k int, created date) PARTITION BY RANGE (created);
+CREATE TABLE p1 PARTITION OF p FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+CREATE TABLE p2 PARTITION OF p FOR VALUES FROM ('2021-01-01') TO ('2022-01-01');
+INSERT INTO p SELECT g, g % 6000, date '2020-01-01' + (g % 700) FROM generate_series(1, 60000) g;
+CREATE INDEX p2_k_existing ON p2 (k);
+ANALYZE
+"""
+
+
+@pytest.mark.parametrize(
+    ("shape", "query", "index"),
+    [
+        ("view", "SELECT * FROM v WHERE a = $1", ("t", ("a",))),
+        ("view over a view", "SELECT id FROM vv WHERE a = $1", ("t", ("a",))),
+        ("CTE", "WITH x AS (SELECT * FROM t WHERE a = $1) SELECT * FROM x", ("t", ("a",))),
+        (
+            "materialized CTE",
+            "WITH x AS MATERIALIZED (SELECT * FROM t WHERE a = $1) SELECT count(*) FROM x",
+            ("t", ("a",)),
+        ),
+        ("ORDER BY ordinal", "SELECT id, b FROM t ORDER BY 2 LIMIT 10", ("t", ("b",))),
+        ("ORDER BY alias", "SELECT id, b AS bee FROM t ORDER BY bee LIMIT 10", ("t", ("b",))),
+        ("quoted schema", 'SELECT * FROM "Bar"."Foo" WHERE "Code" = $1', ("Bar.Foo", ("Code",))),
+        ("other schema", "SELECT * FROM app.items WHERE owner = $1", ("app.items", ("owner",))),
+        ("PREPARE text", "PREPARE q1 (int) AS SELECT * FROM t WHERE b = $1", ("t", ("b",))),
+        ("partitioned", "SELECT * FROM p WHERE k = $1", ("p", ("k",))),
+    ],
+)
+def test_statement_shapes_get_their_index(pg_url: str, shape: str, query: str, index: tuple) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(SHAPES)
+    with open_target(pg_url) as target:
+        advice = advise(target, [stmt(query, 100, 10.0)])
+    assert [(r.table, r.columns) for r in advice.recommendations] == [index], (shape, advice.skipped)
+
+
+def test_partitioned_table_is_indexed_online_without_duplicates(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(SHAPES)
+    with open_target(pg_url) as target:
+        (rec,) = advise(target, [stmt("SELECT * FROM p WHERE k = $1", 100, 10.0)]).recommendations
+        assert "ON ONLY" in rec.ddl and "ATTACH PARTITION" in rec.ddl and "CONCURRENTLY" in rec.ddl
+        result = target.create_index(rec.spec)
+        assert result.status == "created", result.error
+        assert target.create_index(rec.spec).status == "exists"
+        on_p2 = [ix.name for ix in target.indexes(["p2"]) if ix.columns == ("k",)]
+        assert on_p2 == ["p2_k_existing"]  # the partition's own index was attached, not duplicated
+        plan = target.explain("SELECT * FROM p WHERE k = 7")
+        assert {s.index for s in plan.scans} >= {"p2_k_existing"}
+        assert target.drop_index("p", rec.spec.name).status == "dropped"  # a revert works too
+        assert not [ix for ix in target.indexes(["p1"]) if ix.columns == ("k",)]

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
 
-from dbopt.advisor.parse import ParseFailure, parse_sql, table_names
+from dbopt.advisor.parse import MAX_VIEW_DEPTH, ParseFailure, parse_sql, table_names
 from dbopt.targets.base import IndexInfo, TableStats, Target, TargetError
-
-MAX_VIEW_DEPTH = 4  # views over views over views…
 
 
 @dataclass

@@ -62,6 +62,7 @@ class ParsedStatement(Data):
 _PG_PARAM = re.compile(r"(?<![\w$])\$(\d+)")
 # MySQL/MariaDB digests shorten value lists to "(...)".
 _MYSQL_ELLIPSIS = re.compile(r"\(\s*\.\.\.\s*\)")
+MAX_VIEW_DEPTH = 4  # views over views over views…
 # pg_stat_statements keeps the text of an SQL-level PREPARE: "PREPARE q (int, text) AS SELECT …".
 _PREPARE = re.compile(r"^\s*PREPARE\s+(?:\w+|\"[^\"]+\")\s*(?:\([^)]*\))?\s+AS\s+", re.IGNORECASE)
 
@@ -115,11 +116,13 @@ def expand_views(
     Raises ParseFailure when the merged statement cannot be built.
     """
     tree = tree.copy()
-    for t in list(tree.find_all(exp.Table)):
-        key = _folded(t, "postgres")
-        if key in views:
+    for _ in range(MAX_VIEW_DEPTH):  # a view's definition may name views too
+        named = [t for t in tree.find_all(exp.Table) if _folded(t, "postgres") in views]
+        if not named:
+            break
+        for t in named:
             alias = exp.TableAlias(this=exp.to_identifier(t.alias_or_name))
-            t.replace(exp.Subquery(this=views[key].copy(), alias=alias))
+            t.replace(exp.Subquery(this=views[_folded(t, "postgres")].copy(), alias=alias))
     # one nesting level for every table: bare names are PostgreSQL's default schema
     schema: dict[str, dict[str, dict[str, str]]] = {}
     for table, cols in columns.items():

@@ -112,6 +112,28 @@ LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'm', 'f')
 """
 
+# The partitions of a partitioned table (one row with NULLs when it has none yet); empty when the
+# table is not partitioned.
+_PARTITIONS_SQL = """
+SELECT c.relkind = 'p', pn.nspname, pc.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_inherits i ON i.inhparent = c.oid
+LEFT JOIN pg_class pc ON pc.oid = i.inhrelid
+LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'p'
+ORDER BY pn.nspname, pc.relname
+"""
+
+_PARTITIONED_INDEX_SQL = """
+SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'I'
+"""
+
+_ATTACHED_SQL = """
+SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+
 _VIEW_SQL = """
 SELECT pg_get_viewdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'v'
@@ -471,7 +493,7 @@ class PostgresTarget(Target):
         return out
 
     # --- changes -----------------------------------------------------------------------------
-    def _index_sql(self, spec: IndexSpec, *, online: bool) -> sql.Composed:
+    def _index_sql(self, spec: IndexSpec, *, online: bool, only: bool = False) -> sql.Composed:
         schema, table = split_table(spec.table, spec.schema)
         keys = [
             sql.SQL("{} DESC").format(sql.Identifier(c)) if spec.is_descending(i) else sql.Identifier(c)
@@ -479,8 +501,8 @@ class PostgresTarget(Target):
         ]
         parts = [
             sql.SQL("CREATE UNIQUE INDEX" if spec.unique else "CREATE INDEX"),
-            sql.SQL("CONCURRENTLY IF NOT EXISTS") if online else None,
-            sql.SQL("{} ON {} ({})").format(
+            sql.SQL("CONCURRENTLY IF NOT EXISTS") if online else sql.SQL("IF NOT EXISTS") if only else None,
+            sql.SQL("{} ON ONLY {} ({})" if only else "{} ON {} ({})").format(
                 sql.Identifier(spec.name), sql.Identifier(schema, table), sql.SQL(", ").join(keys)
             ),
             sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, spec.include)))
@@ -490,7 +512,105 @@ class PostgresTarget(Target):
         return sql.SQL(" ").join([p for p in parts if p is not None])
 
     def index_ddl(self, spec: IndexSpec) -> str:
+        if (partitions := self._partitions(spec)) is not None:
+            return ";\n".join(self._text(step) for *_, step in self._partitioned_steps(spec, partitions))
         return self._text(self._index_sql(spec, online=True))
+
+    # --- partitioned tables: CREATE INDEX CONCURRENTLY is refused on the parent ----------------
+    def _partitions(self, spec: IndexSpec) -> list[tuple[str, str]] | None:
+        """(schema, name) of each partition when ``spec``'s table is partitioned, else None."""
+        schema, table = split_table(spec.table, spec.schema)
+        rows = self._run(_PARTITIONS_SQL, [schema, table])
+        if not rows or not rows[0][0]:
+            return None
+        return [(s, t) for _, s, t in rows if t is not None]
+
+    def _partition_spec(self, spec: IndexSpec, schema: str, table: str) -> IndexSpec:
+        """The partition's own index: same keys, a deterministic name of its own."""
+        part = IndexSpec(f"{schema}.{table}", spec.columns, spec.descending, spec.include, spec.unique)
+        return dataclasses.replace(part, name=f"{spec.name[:40]}_{part.name[-8:]}")
+
+    def _partitioned_steps(
+        self, spec: IndexSpec, partitions: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str, sql.Composed]]:
+        """The online way PostgreSQL allows: the parent's index ON ONLY the parent (invalid, no data),
+        each partition's index CONCURRENTLY, then ATTACH each (the parent's turns valid with the last).
+        Steps are (kind, partition index name or "", statement), kind "parent" | "build" | "attach"."""
+        schema, _ = split_table(spec.table, spec.schema)
+        steps = [("parent", "", self._index_sql(spec, online=False, only=True))]
+        for p_schema, p_table in partitions:
+            child = self._partition_spec(spec, p_schema, p_table)
+            steps.append(("build", child.name, self._index_sql(child, online=True)))
+            steps.append(("attach", child.name, self._attach_sql(schema, spec.name, p_schema, child.name)))
+        return steps
+
+    @staticmethod
+    def _attach_sql(schema: str, parent: str, p_schema: str, child: str) -> sql.Composed:
+        return sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+            sql.Identifier(schema, parent), sql.Identifier(p_schema, child)
+        )
+
+    def _create_partitioned_index(
+        self, spec: IndexSpec, partitions: Sequence[tuple[str, str]], lock_timeout_s: float, retries: int
+    ) -> DdlResult:
+        """Build on a partitioned table without blocking writes; rerunnable after a partial failure.
+
+        A partition that already has an unattached index with the same definition gets that one
+        attached instead of a duplicate.
+        """
+        schema, _ = split_table(spec.table, spec.schema)
+        statement = self.index_ddl(spec)
+        start, attempts_total = time.perf_counter(), 0
+
+        def result(status: Any, error: str | None = None) -> DdlResult:
+            elapsed = (time.perf_counter() - start) * 1000.0
+            return DdlResult("create", spec.table, spec.name, status, statement, attempts_total, elapsed, error)
+
+        def run(step: sql.Composed, what: str) -> str | None:
+            nonlocal attempts_total
+            attempts, err = self._online_ddl(step, retries)
+            attempts_total += attempts
+            return None if err is None else f"{what}: {err}".strip()
+
+        state = self._index_state(schema, spec.name)
+        if state is not None and state.valid:
+            return result("exists")
+        self._set_timeouts(lock_timeout_s)  # no statement timeout: each partition build is its own statement
+        try:
+            if error := run(self._index_sql(spec, online=False, only=True), f"index on only {spec.table}"):
+                return result("failed", error)
+            for p_schema, p_table in partitions:
+                child = self._reusable(spec, p_schema, p_table)
+                if child is None:
+                    part = self._partition_spec(spec, p_schema, p_table)
+                    child = part.name
+                    if (leftover := self._index_state(p_schema, child)) is not None and not leftover.valid:
+                        self._drop_leftover(p_schema, child)
+                    if error := run(self._index_sql(part, online=True), f"partition {p_schema}.{p_table}"):
+                        return result("failed", error)
+                if not self._attached(p_schema, child):
+                    attach = self._attach_sql(schema, spec.name, p_schema, child)
+                    if error := run(attach, f"attach {p_schema}.{child}"):
+                        return result("failed", error)
+        finally:
+            self._reset_timeouts()
+        state = self._index_state(schema, spec.name)
+        if state is None or not state.valid:
+            return result("failed", f"{spec.name!r} is not valid after attaching every partition")
+        return result("created")
+
+    def _reusable(self, spec: IndexSpec, p_schema: str, p_table: str) -> str | None:
+        """A valid index of the partition with ``spec``'s definition, attached to no parent index."""
+        for ix in self.indexes([f"{p_schema}.{p_table}"]):
+            same = (ix.columns, ix.include, ix.unique) == (spec.columns, spec.include, spec.unique) and (
+                ix.descending == (spec.descending or (False,) * len(spec.columns))
+            )
+            if same and ix.valid and not (ix.partial or ix.expression) and not self._attached(p_schema, ix.name):
+                return ix.name
+        return None
+
+    def _attached(self, schema: str, index: str) -> bool:
+        return bool(self._run(_ATTACHED_SQL, [schema, index]))
 
     def _index_state(self, schema: str, name: str) -> _IndexState | None:
         rows = self._run(_INDEX_STATE_SQL, [schema, name])
@@ -500,6 +620,9 @@ class PostgresTarget(Target):
         return _IndexState(table, bool(valid), builder)
 
     def _drop_sql(self, schema: str, name: str) -> sql.Composed:
+        if self._run(_PARTITIONED_INDEX_SQL, [schema, name]):
+            # PostgreSQL refuses CONCURRENTLY here; the drop takes its partitions' indexes with it
+            return sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(schema, name))
         return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
 
     def _set_timeouts(self, lock_timeout_s: float, statement_timeout_s: float | None = None) -> None:
@@ -556,6 +679,8 @@ class PostgresTarget(Target):
         retries: int = 3,
     ) -> DdlResult:
         schema, _ = split_table(spec.table, spec.schema)
+        if (partitions := self._partitions(spec)) is not None:
+            return self._create_partitioned_index(spec, partitions, lock_timeout_s, retries)
         statement = self.index_ddl(spec)
         start = time.perf_counter()
 
