@@ -192,3 +192,37 @@ def test_partitioned_table_is_indexed_online_without_duplicates(pg_url: str) -> 
         assert {s.index for s in plan.scans} >= {"p2_k_existing"}
         assert target.drop_index("p", rec.spec.name).status == "dropped"  # a revert works too
         assert not [ix for ix in target.indexes(["p1"]) if ix.columns == ("k",)]
+
+
+MERGE_DATA = """
+CREATE TABLE bookings (id bigint PRIMARY KEY, room_id int NOT NULL, created_at timestamptz NOT NULL, note text);
+INSERT INTO bookings SELECT g, g % 2000, now() - g * interval '10 seconds', repeat('x', 80)
+  FROM generate_series(1, 300000) g;
+CREATE TABLE sessions (id bigint PRIMARY KEY, guest_id int NOT NULL, token text NOT NULL,
+  created_at timestamptz NOT NULL);
+INSERT INTO sessions SELECT g, g % 30000, md5(g::text) || md5((g + 1)::text), now() - g * interval '1 minute'
+  FROM generate_series(1, 150000) g;
+ANALYZE
+"""
+MERGE_WORK = [
+    stmt("SELECT * FROM bookings WHERE created_at > now() - interval '1 hour'", 100, 10.0),
+    stmt("SELECT * FROM bookings WHERE room_id = $1 AND created_at > now() - interval '1 hour'", 100, 10.0),
+    stmt("SELECT id, token, created_at FROM sessions WHERE guest_id = $1", 100, 10.0),
+]
+
+
+def test_one_merged_index_serves_two_statements_no_wide_include_same_after_vacuum(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(MERGE_DATA)
+    sets = []
+    for vacuum in (False, True):
+        if vacuum:
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
+        with open_target(pg_url) as target:
+            advice = advise(target, MERGE_WORK)
+        sets.append(sorted((r.table, r.columns, r.include) for r in advice.recommendations))
+    # (created_at, room_id) instead of (created_at) + (room_id, created_at); the long text token is
+    # never an INCLUDE column; VACUUM (all-visible pages make index-only scans cheap) changes nothing
+    assert sets[0] == [("bookings", ("created_at", "room_id"), ()), ("sessions", ("guest_id",), ())]
+    assert sets[1] == sets[0]

@@ -79,7 +79,7 @@ def generate(
         if reason:
             rejected.append(Rejection(usage.table, columns, reason))
             continue
-        for spec in _with_covering(usage, columns, descending, policy, dialect):
+        for spec in _with_covering(usage, stats, columns, descending, policy, dialect):
             if (have := served_by_existing(spec, existing)) is None:
                 specs.setdefault(spec)
             elif spec.columns == columns and not spec.include:
@@ -153,6 +153,7 @@ def _trap(columns: tuple[str, ...], usage: TableUsage, stats: TableStats, policy
 
 def _with_covering(
     usage: TableUsage,
+    stats: TableStats,
     columns: tuple[str, ...],
     descending: tuple[bool, ...],
     policy: AdvisorPolicy,
@@ -164,6 +165,8 @@ def _with_covering(
     complete = {*usage.equality, *usage.join} <= set(columns)  # only a full-key index is worth widening
     if usage.all_columns or not complete or not extra or len(extra) > policy.max_include_columns:
         return [plain]
+    if any((w := stats.widths.get(c)) is not None and w > policy.max_covering_width for c in extra):
+        return [plain]  # a wide column (text) would make the index much bigger for little gain
     if dialect == "postgres" and policy.allow_include:
         return [plain, IndexSpec(table=usage.table, columns=columns, descending=descending, include=extra)]
     if len(columns) + len(extra) > policy.max_key_columns:

@@ -31,6 +31,7 @@ was meant for got no index.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -52,17 +53,22 @@ MIN_COLUMN_WIDTH, MAX_COLUMN_WIDTH, DEFAULT_COLUMN_WIDTH = 4, 64, 8
 def estimated_size(spec: IndexSpec, stats: TableStats, dialect: Dialect) -> int:
     """``rows × (Σ column widths + entry overhead) / leaf fill``.
 
-    A column's width is the table's average row width (size / rows) over its column count, clamped
-    to 4..64 bytes: the catalogs the targets read give no per-column widths.
+    A column's width is its average stored width where the engine knows it (PostgreSQL's
+    ``pg_stats.avg_width``: stable across VACUUM), else the table's average row width (size / rows)
+    over its column count, clamped to 4..64 bytes.
     """
-    rows = max(stats.rows, 0)
-    if stats.size_bytes and rows and stats.columns:
-        width = stats.size_bytes / rows / len(stats.columns)
-        width = min(max(width, MIN_COLUMN_WIDTH), MAX_COLUMN_WIDTH)
-    else:
-        width = DEFAULT_COLUMN_WIDTH
-    entry = width * (len(spec.columns) + len(spec.include)) + ENTRY_OVERHEAD[dialect]
-    return int(rows * entry / LEAF_FILL)
+    entry = sum(column_width(stats, c) for c in (*spec.columns, *spec.include)) + ENTRY_OVERHEAD[dialect]
+    return int(max(stats.rows, 0) * entry / LEAF_FILL)
+
+
+def column_width(stats: TableStats, column: str) -> float:
+    """Average bytes of one value of ``column`` (known or estimated, see :func:`estimated_size`)."""
+    known = next((w for c, w in stats.widths.items() if c.lower() == column.lower()), None)
+    if known:
+        return float(known)
+    if stats.size_bytes and stats.rows > 0 and stats.columns:
+        return min(max(stats.size_bytes / stats.rows / len(stats.columns), MIN_COLUMN_WIDTH), MAX_COLUMN_WIDTH)
+    return DEFAULT_COLUMN_WIDTH
 
 
 @dataclass
@@ -159,6 +165,7 @@ class _Search:
         self.chosen: list[IndexSpec] = []
         self.baseline = {i: self.estimate(i, []) for i in sorted({i for v in self.relevant.values() for i in v})}
         self.current = dict(self.baseline)
+        self.stats = stats
         self.size = {c: estimated_size(c, stats[c.table], coster.target.dialect) for c in self.relevant}
         self.write_ms = write_ms
         self.verdicts: dict[IndexSpec, tuple[str, str]] = {}
@@ -296,6 +303,95 @@ class _Search:
             return "table-limit", f"limit of {self.policy.max_indexes_per_table} new index(es) on {cand.table} reached"
         return None
 
+    def merge(self, picks: dict[IndexSpec, Pick]) -> None:
+        """Replace pairs of picks on one table by one index serving the statements of both (index merging).
+
+        The merged key is one pick's columns followed by the other's remaining ones (both orders are
+        tried); it must be smaller than the two and keep all but ``merge_margin`` of the estimated
+        time they save, re-planned on every statement that uses either.
+        """
+        merged_any = True
+        while merged_any:
+            merged_any = False
+            for a, b in itertools.combinations(list(self.chosen), 2):
+                if a.table != b.table or a.include or b.include:
+                    continue
+                for first, second in ((a, b), (b, a)):
+                    if self._try_merge(first, second, picks):
+                        merged_any = True
+                        break
+                if merged_any:
+                    break
+
+    def _try_merge(self, first: IndexSpec, second: IndexSpec, picks: dict[IndexSpec, Pick]) -> bool:
+        extra = [i for i, c in enumerate(second.columns) if c not in first.columns]
+        columns = (*first.columns, *(second.columns[i] for i in extra))
+        if len(columns) > self.policy.max_key_columns:
+            return False
+        flags = (
+            *(first.is_descending(i) for i in range(len(first.columns))),
+            *(second.is_descending(i) for i in extra),
+        )
+        merged = IndexSpec(first.table, columns, flags if any(flags) else ())
+        size = estimated_size(merged, self.stats[merged.table], self.coster.target.dialect)
+        if size >= self.size[first] + self.size[second] or self.covering_pick(merged) not in (None, first, second):
+            return False
+        config = [c for c in self.chosen if c not in (first, second)] + [merged]
+        users = [i for i, est in self.current.items() if est.used & {first.name, second.name}]
+        saved = lost = 0.0
+        after: dict[int, Estimate] = {}
+        for i in users:
+            base, now, weight = self.baseline[i].cost, self.current[i].cost, self.items[i].weight_ms
+            try:
+                after[i] = self.estimate(i, config)
+            except TargetError:
+                return False
+            if base > 0:
+                saved += weight * (base - now) / base
+                lost += weight * (after[i].cost - now) / base
+        if lost > self.policy.merge_margin * saved:
+            return False
+        self.size[merged] = size
+        old = [picks.pop(first), picks.pop(second)]
+        penalty = max(p.penalty_ms for p in old)
+        picks[merged] = Pick(merged, size, sum(p.benefit_ms for p in old) - max(lost, 0.0), penalty)
+        self.chosen = [c for c in self.chosen if c not in (first, second)] + [merged]
+        self.relevant[merged] = sorted({*self.relevant.get(first, []), *self.relevant.get(second, [])})
+        self.current.update(after)
+        return True
+
+    def costly_cover(self, cand: IndexSpec, ev: _Evaluation, picks: Mapping[IndexSpec, Pick]) -> str | None:
+        """Why widening picks with covering columns only is not worth its bytes, or None.
+
+        Covering columns (INCLUDE, or keys no served statement filters or sorts on) save heap
+        fetches; their bytes must save at least ``covering_value_ratio`` of what the widened index's
+        own bytes save, per byte.
+        """
+        if not ev.replaced or ev.added_bytes <= 0:
+            return None
+        old_cols = {c.lower() for old in ev.replaced for c in (*old.columns, *old.include)}
+        added = {c.lower() for c in (*cand.columns, *cand.include)} - old_cols
+        keyable = {
+            c.lower()
+            for s in ev.served
+            for u in self.items[s.item].parsed.usages
+            if u.table.lower() == cand.table.lower()
+            for c in u.keyable()
+        }
+        if not added or added & keyable:
+            return None
+        old_value = sum(picks[o].benefit_ms for o in ev.replaced if o in picks) / max(
+            sum(self.size[o] for o in ev.replaced), 1
+        )
+        value = ev.benefit / ev.added_bytes
+        if value >= self.policy.covering_value_ratio * old_value:
+            return None
+        return (
+            f"covering columns not worth their bytes: ~{ev.benefit:.0f} ms more for +{ev.added_bytes / 1e6:.1f} MB "
+            f"({value * 1e6:.1f} ms/MB < {self.policy.covering_value_ratio:.0%} of the "
+            f"{old_value * 1e6:.1f} ms/MB of the index it widens)"
+        )
+
     def covering_pick(self, cand: IndexSpec) -> IndexSpec | None:
         """A pick ``cand`` is, or is a left prefix of (``cand`` would be a redundant index)."""
         info = as_index_info(cand)
@@ -337,6 +433,9 @@ class _Search:
             if (why := self.misfit(cand, ev, used_bytes)) is not None:
                 self.refuse(cand, *why)
                 continue
+            if (why := self.costly_cover(cand, ev, picks)) is not None:
+                self.refuse(cand, "below-threshold", why)
+                continue
             if seen != rnd:  # stale score: re-queue with the current one
                 heapq.heappush(heap, (-(ev.benefit - ev.penalty) / max(ev.added_bytes, 1), name, cand, rnd))
                 continue
@@ -353,6 +452,7 @@ class _Search:
             self.current.update(ev.after)
             self.verdicts.pop(cand, None)
             rnd += 1
+        self.merge(picks)
         for *_, cand, _seen in heap:
             self.verdicts.setdefault(
                 cand, ("limit", f"limit of {self.policy.max_recommendations} recommendations reached")

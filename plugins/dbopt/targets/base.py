@@ -231,6 +231,8 @@ class TableStats(Data):
     # column -> fraction of rows holding the most common value (0..1), where known
     top_frequency: dict[str, float | None] = field(default_factory=dict)
     columns: tuple[str, ...] = ()
+    # column -> average stored bytes per value (PostgreSQL pg_stats.avg_width), where known
+    widths: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'v'
 """
 
 _COLUMN_STATS_SQL = """
-SELECT a.attname, st.n_distinct, st.most_common_freqs[1]
+SELECT a.attname, st.n_distinct, st.most_common_freqs[1], st.avg_width
 FROM pg_attribute a
 LEFT JOIN LATERAL (SELECT * FROM pg_stats p
                    WHERE p.schemaname = %s AND p.tablename = %s AND p.attname = a.attname
@@ -483,13 +483,15 @@ class PostgresTarget(Target):
             rows = max(int(reltuples), 0)
             distinct: dict[str, float | None] = {}
             top: dict[str, float | None] = {}
-            for column, n_distinct, top_freq in self._run(_COLUMN_STATS_SQL, [schema, name, oid]):
+            widths: dict[str, float | None] = {}
+            for column, n_distinct, top_freq, width in self._run(_COLUMN_STATS_SQL, [schema, name, oid]):
+                widths[column] = width
                 # negative n_distinct is a fraction of the row count (distinct values grow with the table)
                 distinct[column] = (
                     None if n_distinct is None else (-n_distinct * rows if n_distinct < 0 else n_distinct)
                 )
                 top[column] = top_freq
-            out[table] = TableStats(table, rows, size, writes, distinct, top, tuple(distinct))
+            out[table] = TableStats(table, rows, size, writes, distinct, top, tuple(distinct), widths)
         return out
 
     # --- changes -----------------------------------------------------------------------------
