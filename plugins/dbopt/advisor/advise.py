@@ -16,8 +16,9 @@ from dbopt.advisor.model import Advice, QueryEstimate, Recommendation, SkippedSt
 from dbopt.advisor.parse import (
     ParseFailure,
     analyse,
-    expand_views,
     has_parameters,
+    inline,
+    needs_inlining,
     parse_sql,
     table_names,
     unprepared,
@@ -69,7 +70,8 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                     skip(st, f"table not found: {', '.join(absent)}", "no-table")
                     continue
                 try:
-                    viewed = expand_views(tree, catalog.views, columns) if names & set(catalog.views) else tree
+                    merged = target.dialect == "postgres" and needs_inlining(tree, catalog.views)
+                    viewed = inline(tree, catalog.views, columns) if merged else tree
                 except ParseFailure as err:
                     skip(st, str(err), "not-analysable")
                     continue

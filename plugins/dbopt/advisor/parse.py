@@ -107,11 +107,20 @@ def _folded(table: exp.Table, dialect: Dialect) -> str:
     return f"{fold(table.args.get('db'), table.db)}.{name}" if table.db and dialect == "postgres" else name
 
 
-def expand_views(
+def needs_inlining(tree: exp.Expression, views: Mapping[str, exp.Expression]) -> bool:
+    """The statement names a view, or has CTEs PostgreSQL inlines (none ``MATERIALIZED``)."""
+    ctes = list(tree.find_all(exp.CTE))
+    if ctes and not any(c.args.get("materialized") for c in ctes):
+        return True
+    return any(_folded(t, "postgres") in views for t in tree.find_all(exp.Table))
+
+
+def inline(
     tree: exp.Expression, views: Mapping[str, exp.Expression], columns: Mapping[str, Sequence[str]]
 ) -> exp.Expression:
-    """``tree`` with each view (name → its parsed definition) read through its base tables, merged into
-    the statement where SQL allows (sqlglot's merge_subqueries), so filters and sorts land on base columns.
+    """``tree`` with each view (name → its parsed definition) read through its base tables and the views
+    and inlinable CTEs merged into the statement where SQL allows (sqlglot's merge_subqueries), so filters
+    and sorts land on base columns, as PostgreSQL's planner sees them.
 
     Raises ParseFailure when the merged statement cannot be built.
     """
@@ -128,6 +137,8 @@ def expand_views(
     for table, cols in columns.items():
         schema_name, _, name = table.rpartition(".")
         schema.setdefault(schema_name or "public", {})[name] = dict.fromkeys(cols, "text")
+    if any(c.args.get("materialized") for c in tree.find_all(exp.CTE)):
+        return tree  # a MATERIALIZED CTE is an optimisation fence: nothing is merged through it
     try:
         qualified = qualify(tree, schema=schema, dialect="postgres", identify=False, validate_qualify_columns=False)
         return merge_subqueries(qualified)
