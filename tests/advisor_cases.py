@@ -169,7 +169,6 @@ CASES = [
         None,
         table="accounts",
         reason="write statement",
-        peer="dexter",
     ),
     Case("view", "SELECT * FROM posts_view WHERE view_id = 1", ("id",), engines=PG, peer="dexter"),
     Case(
