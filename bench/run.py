@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.engines import ENGINES, ROOT, Engine, drop_secondary_indexes, refresh_index_sizes, secondary_indexes
+from bench.keys import build_hand_set, key_led, run_key_updates
 from bench.nogain import TRAP_QUERY, run_forced_index
 from bench.qualstats import apply_qualstats, qualstats_advice
 from bench.report import key, mb, redundant_pairs, table, trap_violations
@@ -72,6 +73,11 @@ def load(engine: Engine, args: argparse.Namespace) -> tuple[str, dict[str, Any]]
     # writes of the measured window (the load's INSERTs included), never lifetime table counters.
     started = time.perf_counter()
     rep = replay(url, statements=args.replay, scale=args.scale)
+    if engine.dialect == "mysql":  # single-row UPDATEs by primary key, with the reads in the digests
+        with open_target(url) as target:
+            say(
+                f"key updates: {run_key_updates(target, args.scale, args.key_updates)} UPDATE … WHERE <primary key> = n"
+            )
     say(
         f"data: {sum(gen.rows.values()):,} rows in {gen.total_s:.1f} s "
         f"({', '.join(f'{t} {n:,}' for t, n in gen.rows.items())}); "
@@ -210,6 +216,11 @@ def bench_engine(engine: Engine, args: argparse.Namespace) -> dict[str, Any]:
         else:
             out["composites"] = [key(IndexSpec.from_dict(s)) for s in out["dbopt"]["create"] if len(s["columns"]) > 1]
             say(f"  composite indexes found: {', '.join(out['composites']) or 'none'}")
+        if engine.dialect == "mysql":
+            specs = [IndexSpec.from_dict(s) for s in out["dbopt"]["create"]]
+            out["key_led"] = key_led(specs, target.indexes())
+            say(f"  indexes led by a primary/unique key: {', '.join(out['key_led']) or 'none'}")
+            configs["hand"] = lambda: build_hand_set(target)
         out["advice_time"] = advice_time(target)
 
         reads = read_set(engine.dialect, args.scale, args.variants)
@@ -225,6 +236,10 @@ def bench_engine(engine: Engine, args: argparse.Namespace) -> dict[str, Any]:
             target, configs, reads, args.rounds, inserts, lambda: drop_secondary_indexes(target), take_inventory
         )
         out |= report_configs(timings, indexes, reads, versus)
+        if "hand" in timings:
+            ratio, low, high = total_ratio(timings["hand"], timings["dbopt"], reads)
+            out["hand_ratio"] = {"ratio": ratio, "ci_low": low, "ci_high": high}
+            say(f"dbopt / hand-built workload time (Σ share × median): ×{ratio:.3f} (95% CI {low:.3f}–{high:.3f})")
         if engine.dialect == "postgres":
             say("\nno-gain check: an index on sessions.status forced through a plan (dbopt.cli.apply)")
             trap = next(q for q in reads.queries if q.name == TRAP_QUERY)
@@ -310,6 +325,17 @@ def acceptance(out: dict[str, Any]) -> list[dict[str, Any]]:
                 + ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))),
             )
         )
+    if "hand" in configs:
+        d, h, r = configs["dbopt"], configs["hand"], out["hand_ratio"]
+        found += [
+            ("no index led by a primary/unique key", not out["key_led"], out["key_led"] or "none"),
+            (
+                "at most the hand-built set's bytes, reads no more than 10% slower",
+                d["index MB"] <= h["index MB"] and r["ratio"] <= 1.10,
+                f"{d['index MB']:.1f} MB vs {h['index MB']:.1f} MB; dbopt/hand workload time ×{r['ratio']:.3f} "
+                f"(CI {r['ci_low']:.3f}–{r['ci_high']:.3f})",
+            ),
+        ]
     if "stability" in out:
         st = out["stability"]
         found += [
@@ -357,6 +383,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", type=int, default=5, help="concrete value sets per query, each run once a round")
     p.add_argument("--inserts", type=int, default=100, help="INSERTs per written table for the insert latency")
     p.add_argument("--replay", type=int, default=500, help="workload statements replayed to fill the statistics")
+    p.add_argument("--key-updates", type=int, default=200, help="MariaDB: UPDATEs by primary key per table")
     p.add_argument("--keep", action="store_true", help="keep the benchmark databases afterwards")
     return p
 

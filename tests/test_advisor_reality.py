@@ -146,6 +146,7 @@ CREATE TABLE p1 PARTITION OF p FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
 CREATE TABLE p2 PARTITION OF p FOR VALUES FROM ('2021-01-01') TO ('2022-01-01');
 INSERT INTO p SELECT g, g % 6000, date '2020-01-01' + (g % 700) FROM generate_series(1, 60000) g;
 CREATE INDEX p2_k_existing ON p2 (k);
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public, app', current_database()); END $$;
 ANALYZE
 """
 
@@ -165,6 +166,7 @@ ANALYZE
         ("ORDER BY alias", "SELECT id, b AS bee FROM t ORDER BY bee LIMIT 10", ("t", ("b",))),
         ("quoted schema", 'SELECT * FROM "Bar"."Foo" WHERE "Code" = $1', ("Bar.Foo", ("Code",))),
         ("other schema", "SELECT * FROM app.items WHERE owner = $1", ("app.items", ("owner",))),
+        ("on the search path", "SELECT * FROM items WHERE owner = $1", ("app.items", ("owner",))),
         ("PREPARE text", "PREPARE q1 (int) AS SELECT * FROM t WHERE b = $1", ("t", ("b",))),
         ("partitioned", "SELECT * FROM p WHERE k = $1", ("p", ("k",))),
     ],

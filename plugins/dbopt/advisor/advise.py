@@ -16,6 +16,7 @@ from dbopt.advisor.model import Advice, QueryEstimate, Recommendation, SkippedSt
 from dbopt.advisor.parse import (
     ParseFailure,
     analyse,
+    bind_limit,
     has_parameters,
     inline,
     needs_inlining,
@@ -75,7 +76,7 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                 except ParseFailure as err:
                     skip(st, str(err), "not-analysable")
                     continue
-                parsed = analyse(viewed, columns)
+                parsed = analyse(viewed, columns, catalog.aliases)
                 if parsed.kind == "other":
                     skip(st, "not a query or INSERT/UPDATE/DELETE", "not-a-query")
                 else:
@@ -128,7 +129,10 @@ def _parse(st: Statement, dialect: Dialect) -> tuple[str, exp.Expression]:
             return st.example, parse_sql(st.example, dialect)
         except ParseFailure:
             pass  # examples can be truncated by the engine
-    text = unprepared(st.query) if dialect == "postgres" else st.query
+    text = st.query
+    if dialect == "postgres":
+        per_call = st.rows / st.calls if st.rows is not None and st.calls else None
+        text = bind_limit(unprepared(text), per_call)
     return text, parse_sql(text, dialect)
 
 

@@ -23,6 +23,7 @@ class Catalog:
     missing: set[str]  # names that are neither tables nor views
     views: dict[str, exp.Expression] = field(default_factory=dict)  # view name → parsed definition
     existing: list[IndexInfo] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # bare name → schema-qualified key (search path)
 
     @property
     def columns(self) -> dict[str, tuple[str, ...]]:
@@ -31,6 +32,12 @@ class Catalog:
 
 def read_catalog(target: Target, tables: set[str]) -> Catalog:
     stats, missing = table_stats(target, tables)
+    aliases = target.on_search_path(sorted(missing)) if missing else {}
+    if aliases:
+        found, _ = table_stats(target, set(aliases.values()))
+        aliases = {name: key for name, key in aliases.items() if key in found}
+        stats.update(found)
+        missing -= set(aliases)
     views: dict[str, exp.Expression] = {}
     for _ in range(MAX_VIEW_DEPTH):
         found = _view_trees(target, missing - set(views))
@@ -43,7 +50,7 @@ def read_catalog(target: Target, tables: set[str]) -> Catalog:
         missing |= gone
     missing -= set(views)
     existing = _keyed(target.indexes(list(stats)), stats) if stats else []
-    return Catalog(stats, missing, views, existing)
+    return Catalog(stats, missing, views, existing, aliases)
 
 
 def table_stats(target: Target, tables: Iterable[str]) -> tuple[dict[str, TableStats], set[str]]:

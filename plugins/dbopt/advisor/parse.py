@@ -7,6 +7,7 @@ Statements sqlglot cannot parse raise :class:`ParseFailure`; the advisor reports
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,20 @@ _MYSQL_ELLIPSIS = re.compile(r"\(\s*\.\.\.\s*\)")
 MAX_VIEW_DEPTH = 4  # views over views over views…
 # pg_stat_statements keeps the text of an SQL-level PREPARE: "PREPARE q (int, text) AS SELECT …".
 _PREPARE = re.compile(r"^\s*PREPARE\s+(?:\w+|\"[^\"]+\")\s*(?:\([^)]*\))?\s+AS\s+", re.IGNORECASE)
+
+
+_LIMIT_PARAMETER = re.compile(r"\bLIMIT\s+\$\d+\b", re.IGNORECASE)
+
+
+def bind_limit(text: str, rows_per_call: float | None) -> str:
+    """``LIMIT $n`` → the rows a call returned on average (pg_stat_statements ``rows / calls``).
+
+    A generic plan assumes a parameter LIMIT keeps 10% of the rows, which makes a sort key look far
+    more valuable than it is for ``LIMIT 20``; the measured rows per call are what the LIMIT was.
+    """
+    if rows_per_call is None:
+        return text
+    return _LIMIT_PARAMETER.sub(f"LIMIT {max(1, math.ceil(rows_per_call))}", text)
 
 
 def unprepared(text: str) -> str:
@@ -151,13 +166,18 @@ def parse_statement(text: str, dialect: Dialect, columns: Mapping[str, Sequence[
     return analyse(parse_sql(text, dialect), columns)
 
 
-def analyse(tree: exp.Expression, columns: Mapping[str, Sequence[str]] | None = None) -> ParsedStatement:
+def analyse(
+    tree: exp.Expression,
+    columns: Mapping[str, Sequence[str]] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> ParsedStatement:
     """Per-table usage of a parsed statement.
 
     ``columns`` maps table → its column names; with it, unqualified columns in multi-table queries
     are resolved and names take the catalog's spelling. Without it, only single-table scopes resolve.
+    ``aliases`` maps a name statements use to the table key it means (``items`` → ``app.items``).
     """
-    return _Analyser(tree, columns or {}).run()
+    return _Analyser(tree, columns or {}, aliases or {}).run()
 
 
 # --- implementation ------------------------------------------------------------------------------
@@ -265,10 +285,11 @@ class _Scope:
 
 
 class _Analyser:
-    def __init__(self, tree: exp.Expression, columns: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, tree: exp.Expression, columns: Mapping[str, Sequence[str]], aliases: Mapping[str, str]) -> None:
         self.tree = tree
         self.ctes = _cte_names(tree)
-        self.table_by_lower = {t.lower(): t for t in columns}
+        # a bare name found on the search path maps to its schema-qualified key
+        self.table_by_lower = {t.lower(): t for t in columns} | {a.lower(): t for a, t in aliases.items()}
         self.columns = {t.lower(): {c.lower(): c for c in cols} for t, cols in columns.items()}
         self.occurrences: list[_Occurrence] = []
         self.scopes: dict[int, _Scope] = {}

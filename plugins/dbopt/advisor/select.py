@@ -336,8 +336,10 @@ class _Search:
         size = estimated_size(merged, self.stats[merged.table], self.coster.target.dialect)
         if size >= self.size[first] + self.size[second] or self.covering_pick(merged) not in (None, first, second):
             return False
-        config = [c for c in self.chosen if c not in (first, second)] + [merged]
         users = [i for i, est in self.current.items() if est.used & {first.name, second.name}]
+        if not all(serves(merged, self.items[i].parsed) for i in users):
+            return False  # its leading column is not filtered, joined or sorted on by some user: no plan needed
+        config = [c for c in self.chosen if c not in (first, second)] + [merged]
         saved = lost = 0.0
         after: dict[int, Estimate] = {}
         for i in users:

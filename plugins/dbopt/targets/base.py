@@ -302,6 +302,11 @@ class Target(ABC):
     @abstractmethod
     def table_stats(self, tables: Iterable[str]) -> dict[str, TableStats]: ...
 
+    def on_search_path(self, names: Iterable[str]) -> dict[str, str]:
+        """Bare name → "schema.name" for each of ``names`` the session's search path finds elsewhere
+        than the default schema (PostgreSQL); engines without schemas on a path return {}."""
+        return {}
+
     def view_definitions(self, names: Iterable[str]) -> dict[str, str]:
         """name → the SELECT of each of ``names`` that is a view (the advisor reads views through their tables)."""
         return {}

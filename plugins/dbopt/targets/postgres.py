@@ -134,6 +134,12 @@ SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namesp
 WHERE n.nspname = %s AND c.relname = %s
 """
 
+# The relation a bare name means under the session's search_path (as the application's statements see it).
+_SEARCH_PATH_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = to_regclass(quote_ident(%s))
+"""
+
 _VIEW_SQL = """
 SELECT pg_get_viewdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'v'
@@ -463,6 +469,15 @@ class PostgresTarget(Target):
         if not rows:
             raise TargetError(f"table {table!r} not found (looked for {name!r} in schema {schema!r})")
         return schema, name, rows[0]
+
+    def on_search_path(self, names: Iterable[str]) -> dict[str, str]:
+        out = {}
+        for name in names:
+            if "." not in name:
+                rows = self._run(_SEARCH_PATH_SQL, [name])
+                if rows and rows[0][0] != DEFAULT_SCHEMA:
+                    out[name] = f"{rows[0][0]}.{rows[0][1]}"
+        return out
 
     def view_definitions(self, names: Iterable[str]) -> dict[str, str]:
         out = {}
