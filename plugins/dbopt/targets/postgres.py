@@ -388,20 +388,25 @@ class PostgresTarget(Target):
         name = sql.Identifier(f"dbopt_{uuid.uuid4().hex[:12]}")
         nulls = sql.SQL(", ").join([sql.NULL] * nparams)
         prepared = False
-        self._run("BEGIN")
+        # three round trips, not six: without parameters psycopg sends several statements in one go
         try:
-            self._run("SET LOCAL plan_cache_mode = force_generic_plan")
-            self._run(sql.SQL("PREPARE {} AS ").format(name) + sql.SQL(query))
+            self._run(
+                sql.SQL("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; PREPARE {} AS ").format(name)
+                + sql.SQL(query)
+            )
             prepared = True
             return self._run(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(name, nulls))[0][0]
         finally:
-            self._run("ROLLBACK")
             # PREPARE is not transactional: deallocate exactly this statement (others may be in use)
-            if prepared:
-                self._run(sql.SQL("DEALLOCATE {}").format(name))
+            end = sql.SQL("ROLLBACK; DEALLOCATE {}").format(name) if prepared else sql.SQL("ROLLBACK")
+            self._run(end)
+
+    @functools.cached_property
+    def _hypopg_schema(self) -> str | None:
+        return self._extension_schema("hypopg")
 
     def whatif(self, query: str, indexes: Sequence[IndexSpec]) -> Explain | None:
-        schema = self._extension_schema("hypopg")
+        schema = self._hypopg_schema  # looked up once: the advisor plans thousands of what-ifs
         if schema is None:
             return None
         create = sql.Identifier(schema, "hypopg_create_index")
@@ -419,8 +424,8 @@ class PostgresTarget(Target):
                 spec_names[hypo_name] = spec.name
             plan = self.explain(query)
         finally:
-            for oid in created:
-                self._run(sql.SQL("SELECT {}(%s)").format(drop), [oid])
+            if created:
+                self._run(sql.SQL("SELECT {}(o) FROM unnest(%s::oid[]) AS o").format(drop), [created])
         scans = tuple(dataclasses.replace(s, index=spec_names.get(s.index or "", s.index)) for s in plan.scans)
         return dataclasses.replace(plan, scans=scans)
 
