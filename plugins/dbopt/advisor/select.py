@@ -363,35 +363,55 @@ class _Search:
         return True
 
     def costly_cover(self, cand: IndexSpec, ev: _Evaluation, picks: Mapping[IndexSpec, Pick]) -> str | None:
-        """Why widening picks with covering columns only is not worth its bytes, or None.
+        """Why covering columns are not worth their bytes, or None.
 
         Covering columns (INCLUDE, or keys no served statement filters or sorts on) save heap
-        fetches; their bytes must save at least ``covering_value_ratio`` of what the widened index's
-        own bytes save, per byte.
+        fetches; their bytes must save at least ``covering_value_ratio`` of what the bytes of the
+        index without them save, per byte: the picks a covering candidate widens, or else its own
+        plain variant (costed alone). Judging the columns against their own index, not against a
+        full scan, keeps the set stable when VACUUM makes index-only scans look cheap.
         """
-        if not ev.replaced or ev.added_bytes <= 0:
+        if ev.replaced:
+            old_cols = {c.lower() for old in ev.replaced for c in (*old.columns, *old.include)}
+            added = {c.lower() for c in (*cand.columns, *cand.include)} - old_cols
+            if ev.added_bytes <= 0 or not added or added & self._keyable(cand, ev):
+                return None
+            old_value = sum(picks[o].benefit_ms for o in ev.replaced if o in picks) / max(
+                sum(self.size[o] for o in ev.replaced), 1
+            )
+            return self._cover_verdict(ev.benefit, ev.added_bytes, old_value)
+        if not cand.include:
             return None
-        old_cols = {c.lower() for old in ev.replaced for c in (*old.columns, *old.include)}
-        added = {c.lower() for c in (*cand.columns, *cand.include)} - old_cols
-        keyable = {
+        plain = IndexSpec(cand.table, cand.columns, cand.descending)
+        plain_size = estimated_size(plain, self.stats[cand.table], self.coster.target.dialect)
+        saved = extra = 0.0
+        for s in ev.served:
+            try:
+                alone = self.estimate(s.item, [plain]).cost
+            except TargetError:
+                return None
+            weight, base = self.items[s.item].weight_ms, self.baseline[s.item].cost
+            saved += weight * max(base - alone, 0.0) / base
+            extra += weight * max(alone - s.after, 0.0) / base
+        return self._cover_verdict(extra, self.size[cand] - plain_size, saved / max(plain_size, 1))
+
+    def _keyable(self, cand: IndexSpec, ev: _Evaluation) -> set[str]:
+        return {
             c.lower()
             for s in ev.served
             for u in self.items[s.item].parsed.usages
             if u.table.lower() == cand.table.lower()
             for c in u.keyable()
         }
-        if not added or added & keyable:
-            return None
-        old_value = sum(picks[o].benefit_ms for o in ev.replaced if o in picks) / max(
-            sum(self.size[o] for o in ev.replaced), 1
-        )
-        value = ev.benefit / ev.added_bytes
-        if value >= self.policy.covering_value_ratio * old_value:
+
+    def _cover_verdict(self, gain: float, added_bytes: int, key_value: float) -> str | None:
+        value = gain / max(added_bytes, 1)
+        if added_bytes <= 0 or value >= self.policy.covering_value_ratio * key_value:
             return None
         return (
-            f"covering columns not worth their bytes: ~{ev.benefit:.0f} ms more for +{ev.added_bytes / 1e6:.1f} MB "
+            f"covering columns not worth their bytes: ~{gain:.0f} ms more for +{added_bytes / 1e6:.1f} MB "
             f"({value * 1e6:.1f} ms/MB < {self.policy.covering_value_ratio:.0%} of the "
-            f"{old_value * 1e6:.1f} ms/MB of the index it widens)"
+            f"{key_value * 1e6:.1f} ms/MB of the index without them)"
         )
 
     def covering_pick(self, cand: IndexSpec) -> IndexSpec | None:
