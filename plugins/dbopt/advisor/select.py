@@ -380,9 +380,9 @@ class _Search:
                 sum(self.size[o] for o in ev.replaced), 1
             )
             return self._cover_verdict(ev.benefit, ev.added_bytes, old_value)
-        if not cand.include:
+        plain = self._plain_of(cand, ev)
+        if plain is None:
             return None
-        plain = IndexSpec(cand.table, cand.columns, cand.descending)
         plain_size = estimated_size(plain, self.stats[cand.table], self.coster.target.dialect)
         saved = extra = 0.0
         for s in ev.served:
@@ -394,6 +394,17 @@ class _Search:
             saved += weight * max(base - alone, 0.0) / base
             extra += weight * max(alone - s.after, 0.0) / base
         return self._cover_verdict(extra, self.size[cand] - plain_size, saved / max(plain_size, 1))
+
+    def _plain_of(self, cand: IndexSpec, ev: _Evaluation) -> IndexSpec | None:
+        """``cand`` without its covering columns (INCLUDE, or trailing keys its statements do not use)."""
+        if cand.include:
+            return IndexSpec(cand.table, cand.columns, cand.descending)
+        keyable = self._keyable(cand, ev)
+        n = next((i for i, c in enumerate(cand.columns) if c.lower() not in keyable), len(cand.columns))
+        if n in (0, len(cand.columns)):
+            return None
+        flags = tuple(cand.is_descending(i) for i in range(n))
+        return IndexSpec(cand.table, cand.columns[:n], flags if any(flags) else ())
 
     def _keyable(self, cand: IndexSpec, ev: _Evaluation) -> set[str]:
         return {
