@@ -362,24 +362,15 @@ class _Search:
         self.current.update(after)
         return True
 
-    def costly_cover(self, cand: IndexSpec, ev: _Evaluation, picks: Mapping[IndexSpec, Pick]) -> str | None:
+    def costly_cover(self, cand: IndexSpec, ev: _Evaluation) -> str | None:
         """Why covering columns are not worth their bytes, or None.
 
-        Covering columns (INCLUDE, or keys no served statement filters or sorts on) save heap
-        fetches; their bytes must save at least ``covering_value_ratio`` of what the bytes of the
-        index without them save, per byte: the picks a covering candidate widens, or else its own
-        plain variant (costed alone). Judging the columns against their own index, not against a
-        full scan, keeps the set stable when VACUUM makes index-only scans look cheap.
+        Covering columns (INCLUDE, or trailing keys its statements do not filter or sort on) save heap
+        fetches; their bytes must save at least ``covering_value_ratio`` of what the bytes of the same
+        index without them save, per byte (that index costed alone on the same statements). Judging
+        them against their own index, not against a full scan, keeps the set stable when VACUUM makes
+        index-only scans look cheap.
         """
-        if ev.replaced:
-            old_cols = {c.lower() for old in ev.replaced for c in (*old.columns, *old.include)}
-            added = {c.lower() for c in (*cand.columns, *cand.include)} - old_cols
-            if ev.added_bytes <= 0 or not added or added & self._keyable(cand, ev):
-                return None
-            old_value = sum(picks[o].benefit_ms for o in ev.replaced if o in picks) / max(
-                sum(self.size[o] for o in ev.replaced), 1
-            )
-            return self._cover_verdict(ev.benefit, ev.added_bytes, old_value)
         plain = self._plain_of(cand, ev)
         if plain is None:
             return None
@@ -466,8 +457,13 @@ class _Search:
             if (why := self.misfit(cand, ev, used_bytes)) is not None:
                 self.refuse(cand, *why)
                 continue
-            if (why := self.costly_cover(cand, ev, picks)) is not None:
+            if (why := self.costly_cover(cand, ev)) is not None:
                 self.refuse(cand, "below-threshold", why)
+                plain = self._plain_of(cand, ev)
+                if plain is not None and plain not in self.relevant:  # the same keys without them compete
+                    self.relevant[plain] = self.relevant[cand]
+                    self.size[plain] = estimated_size(plain, self.stats[plain.table], self.coster.target.dialect)
+                    heapq.heappush(heap, (-float("inf"), plain.name, plain, -1))
                 continue
             if seen != rnd:  # stale score: re-queue with the current one
                 heapq.heappush(heap, (-(ev.benefit - ev.penalty) / max(ev.added_bytes, 1), name, cand, rnd))
