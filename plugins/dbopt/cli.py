@@ -62,13 +62,30 @@ def cmd_advise(args: argparse.Namespace) -> int:
          "queries": len(r["queries"]), "reason": r["reason"]}
         for r in advice["recommendations"]
     ]  # fmt: skip
-    print(_table(rows, ["table", "columns", "size", "cost before→after", "queries", "reason"]) if rows
-          else "no index recommended")  # fmt: skip
+    if rows:
+        print(_table(rows, ["table", "columns", "size", "cost before→after", "queries", "reason"]))
+    _print_no_index(advice)
     for d in advice["drop_candidates"]:
         print(f"drop candidate: {d['table']}.{d['index']}: {d['reason']}")
     for ddl in advice["ddl"].values():
         print(ddl + ";")
     return 0
+
+
+def _print_no_index(advice: dict[str, Any]) -> None:
+    """Every statement without an index, with its reason; and where each table's write cost came from."""
+    skipped = advice.get("skipped", [])
+    if not advice["recommendations"]:
+        empty = "the workload is empty (nothing measured, or all filtered)"
+        each = f"{len(skipped)} statement(s) without an index, each with its reason below"
+        print(f"no index recommended: {each if skipped else empty}")
+    if skipped:
+        print("\nstatements without an index:")
+        rows = [{"statement": s["digest"], "why": s.get("code", ""), "query": s["query"][:60], "reason": s["reason"]}
+                for s in skipped]  # fmt: skip
+        print(_table(rows, ["statement", "why", "query", "reason"]))
+    for w in advice.get("write_costs", []):
+        print(f"write cost {w['table']}: {w['ms']:.0f} ms ({w['source']})")
 
 
 def _bytes(n: int | None) -> str:

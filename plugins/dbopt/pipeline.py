@@ -114,6 +114,7 @@ def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[s
     recommendations: list[dict[str, Any]] = []
     drop_candidates: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    write_costs: list[dict[str, Any]] = []
     if plan.indexes.auto_advice and statements:
         policy = AdvisorPolicy(
             storage_budget_bytes=int(plan.indexes.storage_budget_mb * 1024 * 1024),
@@ -124,6 +125,7 @@ def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[s
         recommendations = advice["recommendations"]
         drop_candidates = advice["drop_candidates"]
         skipped = advice["skipped"]
+        write_costs = advice["write_costs"]
     specs = {s.name: s for s in explicit}
     for rec in recommendations:
         spec = IndexSpec.from_dict(rec["spec"])
@@ -141,6 +143,7 @@ def advise(plan: Plan, target: Target, workload: list[dict[str, Any]]) -> dict[s
         "recommendations": recommendations,
         "drop_candidates": drop_candidates,
         "skipped": skipped,
+        "write_costs": write_costs,
     }
 
 
