@@ -32,7 +32,8 @@ class CanaryAnalysisSensor(BaseSensorOperator):
     :param plan: ``AnalysisPlan`` as plain data (rules, interval_s, deadline_s, limits, safe_state).
     :param sources: source name → ``MetricSource.to_config()`` (rules use "metrics" / "database" by default).
     :param database_conn_id: an Airflow connection whose database becomes the "database" source; resolved
-        when the task runs, so no credentials sit in the DAG or its rendered template fields.
+        when the task runs, so no credentials sit in the DAG or its rendered template fields. Likewise a
+        ``cloud_monitoring`` source's ``gcp_conn_id`` becomes that Google connection's credentials.
     """
 
     template_fields: Sequence[str] = ("plan", "sources")
@@ -64,6 +65,13 @@ class CanaryAnalysisSensor(BaseSensorOperator):
 
     def _source_configs(self) -> dict[str, dict[str, Any]]:
         configs = dict(self.sources)
+        for name, config in configs.items():
+            if config.get("kind") == "cloud_monitoring" and "gcp_conn_id" in config:
+                from dbopt.hooks.gcp import GcpBaseHook
+
+                # the connection's credentials (key_path, keyfile_dict, impersonation …), resolved at run time
+                extra = GcpBaseHook.get_connection(config["gcp_conn_id"]).extra_dejson
+                configs[name] = {**{k: v for k, v in config.items() if k != "gcp_conn_id"}, "credentials": extra}
         if self.database_conn_id:
             from dbopt.hooks.database import DbTargetHook
 
