@@ -45,9 +45,10 @@ class Deployment(Data):
         return cls.from_dict(dict(value))
 
 
-def revision_name(service: str, env: Mapping[str, str], image: str | None, run_id: str) -> str:
-    """``{service}-{8 hex}`` from the change and the run id: a retried run finds the revision it created."""
-    change = json.dumps({"env": dict(env), "image": image, "run_id": run_id}, sort_keys=True)
+def revision_name(service: str, env: Mapping[str, str], image: str | None, run_id: str, region: str) -> str:
+    """``{service}-{8 hex}`` from the change, the run id and the region: a retried run finds the revision it
+    created, and the same change in two regions gets two names (metrics labelled by revision stay apart)."""
+    change = json.dumps({"env": dict(env), "image": image, "run_id": run_id, "region": region}, sort_keys=True)
     name = f"{service}-{hashlib.sha256(change.encode()).hexdigest()[:8]}"
     if not _REVISION_NAME.match(name):
         raise CloudError(f"revision name {name!r} is not valid (service name too long or not lowercase?)")
