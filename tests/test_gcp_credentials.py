@@ -198,3 +198,21 @@ def test_cloud_monitoring_source_uses_the_connections_credentials(
         )
         with pytest.raises(MetricSourceError, match=r"signing in to Google failed: .*Anonymous credentials cannot be"):
             anonymous.query("request_rate", "canary", 120, end=600)
+
+
+def test_canary_sensor_gives_the_monitoring_source_the_connections_credentials(
+    stand_in: StandIn, authority: TokenAuthority, key_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbopt.metrics.sources import source_from_config
+    from dbopt.sensors.canary import CanaryAnalysisSensor
+
+    extra = {"key_path": key_file, "endpoint": stand_in.endpoint}
+    monkeypatch.setenv("AIRFLOW_CONN_DBOPT_MON", json.dumps({"conn_type": "google_cloud_platform", "extra": extra}))
+    with MonitoringStandIn(authority=authority) as monitoring:
+        config = {"kind": "cloud_monitoring", "project": PROJECT, "service": SERVICE, "location": REGION,
+                  "scopes": {"canary": "r"}, "endpoint": monitoring.url, "gcp_conn_id": "dbopt_mon"}  # fmt: skip
+        sensor = CanaryAnalysisSensor(task_id="monitor", plan={"rules": []}, sources={"metrics": config})
+        resolved = sensor._source_configs()["metrics"]
+        assert resolved["credentials"] == extra and "gcp_conn_id" not in resolved
+        source_from_config(resolved).query("request_rate", "canary", 120, end=600)
+        assert monitoring.principals == [SA]
