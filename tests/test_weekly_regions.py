@@ -9,60 +9,17 @@ includes its region, so the three canaries are three label values.
 from __future__ import annotations
 
 import json
-import re
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from dbopt.cloud.standin import StandIn
-from dbopt.standin_server import BackgroundServer
 from tests.dag_runs import run_plan, states
+from tests.prometheus_standin import RevisionPrometheus
 
 pytestmark = pytest.mark.airflow
 PROJECT, SERVICE, BAD = "demo-project", "api", "europe-west1"
 REGIONS = ("us-central1", BAD, "asia-east1")
-
-
-class RevisionPrometheus(BackgroundServer):
-    """``/api/v1/query_range`` and ``/api/v1/query``: an error ratio of 0.3 for the bad revisions, else 0."""
-
-    def __init__(self, bad: Any) -> None:
-        self.bad = bad  # () -> set of bad revision names (known only once deployed)
-        self.queries: list[str] = []
-
-    def handler_class(self) -> type[BaseHTTPRequestHandler]:
-        prometheus = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                params = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                prometheus.queries.append(params["query"])
-                revision = re.search(r'revision="([^"]+)"', params["query"])
-                value = "0.3" if revision and revision[1] in prometheus.bad() else "0"
-                if "increase(" in params["query"]:
-                    value = "1000"  # requests in the window: enough to judge
-                if url.path.endswith("query_range"):
-                    end, step = float(params["end"]), float(params["step"])
-                    values = [[end - k * step, value] for k in range(3, -1, -1)]
-                    result = [{"metric": {}, "values": values}]
-                else:
-                    result = [{"metric": {}, "value": [time.time(), value]}]
-                data = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
 
 
 def _path(region: str) -> str:
@@ -75,17 +32,18 @@ def clouds(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[StandIn, RevisionP
         for region in REGIONS:
             standin.run.seed(PROJECT, region, SERVICE)
 
-        def bad() -> set[str]:
-            return {r for r in standin.run.revisions[_path(BAD)] if not r.endswith("-00001-abc")}
+        def error_ratio(revision: str) -> float:
+            deployed_in_bad_region = revision in standin.run.revisions[_path(BAD)] and "-00001-" not in revision
+            return 0.3 if deployed_in_bad_region else 0.0
 
-        with RevisionPrometheus(bad) as prometheus:
+        with RevisionPrometheus(error_ratio) as prometheus:
             monkeypatch.setenv(
                 "AIRFLOW_CONN_GOOGLE_CLOUD_RUN",
                 json.dumps({"conn_type": "google_cloud_platform", "extra": standin.extra(PROJECT)}),
             )
-            port = int(prometheus.url.rsplit(":", 1)[1])
             monkeypatch.setenv(
-                "AIRFLOW_CONN_T_REGIONS_PROM", json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": port})
+                "AIRFLOW_CONN_T_REGIONS_PROM",
+                json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": prometheus.port}),
             )
             yield standin, prometheus
 
