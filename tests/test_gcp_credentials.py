@@ -156,7 +156,7 @@ def test_anonymous_is_refused_by_an_api_that_wants_credentials(stand_in: StandIn
 def test_bad_credential_fields_are_named(stand_in: StandIn, key_file: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"fields \['key_path', 'is_anonymous'\] are mutually exclusive"):
         _settings(stand_in, key_path=key_file, anonymous=True)
-    with pytest.raises(ConfigError, match="'keyfile_dict' is not valid JSON"):
+    with pytest.raises(ConfigError, match="'keyfile_dict': not valid JSON"):
         _settings(stand_in, keyfile_dict="{not json")
     with pytest.raises(ConfigError, match="'key_path' must name a JSON key file"):
         _settings(stand_in, key_path="/keys/sa.p12")

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dbopt.cloud.gcp import CloudError
+from dbopt.cloud.gcp import CloudError, json_value
 from dbopt.targets.base import Data
 
 CANARY_TAG = "canary"
@@ -32,11 +32,7 @@ class Deployment(Data):
         """The deploy task's XCom (a dict, or JSON text after Jinja rendering); None when nothing was recorded."""
         if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
             return None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as err:
-                raise CloudError(f"{source}: not JSON ({err}); pass the deploy task's XCom (deploy.output)") from err
+        value = json_value(value, source, "pass the deploy task's XCom (deploy.output)")
         if not isinstance(value, Mapping):
             raise CloudError(f"{source}: expected a mapping from the deploy task, got {type(value).__name__}")
         missing = [f for f in ("project", "region", "service", "previous_revision", "new_revision") if not value.get(f)]

@@ -136,6 +136,16 @@ class GcpSettings(Data):
         return creds, project or ""
 
 
+def json_value(value: Any, where: str, fix: str, error: type[CloudError] = CloudError) -> Any:
+    """JSON text parsed (anything else passes through); bad JSON raises ``error`` naming ``where`` and the fix."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise error(f"{where}: not valid JSON ({err}); {fix}") from None
+
+
 def _unprefixed(extra: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Plain field names; the prefixed spelling counts where the plain one is absent (as the provider reads it)."""
     if not isinstance(extra, Mapping):
@@ -167,11 +177,7 @@ def _list(value: Any, name: str, source: str) -> tuple[str, ...]:
 def _keyfile_dict(value: Any, source: str) -> dict[str, Any] | None:
     if not value:
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{source}: field 'keyfile_dict' is not valid JSON ({err}); paste the key file") from None
+    value = json_value(value, f"{source}: field 'keyfile_dict'", "paste the key file's content", ConfigError)
     if not isinstance(value, dict) or "private_key" not in value:
         raise ConfigError(f"{source}: field 'keyfile_dict' must be a service-account key (with 'private_key')")
     # Keys pasted through some UIs carry escaped newlines; the provider turns them back.
