@@ -16,6 +16,25 @@ from dbopt.metrics.sources import DatabaseSource, MetricSource, close_all, sourc
 from dbopt.triggers.canary import CanaryAnalysisTrigger
 
 
+def resolved_sources(sources: Mapping[str, dict[str, Any]], database_conn_id: str | None) -> dict[str, dict[str, Any]]:
+    """Source configs with their connections resolved when the task runs: a ``cloud_monitoring`` source's
+    ``gcp_conn_id`` becomes that connection's credentials (key_path, keyfile_dict, impersonation …), and
+    ``database_conn_id`` the "database" source's URL."""
+    configs = dict(sources)
+    for name, config in configs.items():
+        if config.get("kind") == "cloud_monitoring" and "gcp_conn_id" in config:
+            from dbopt.hooks.gcp import GcpBaseHook
+
+            extra = GcpBaseHook.get_connection(config["gcp_conn_id"]).extra_dejson
+            configs[name] = {**{k: v for k, v in config.items() if k != "gcp_conn_id"}, "credentials": extra}
+    if database_conn_id:
+        from dbopt.hooks.database import DbTargetHook
+
+        url = DbTargetHook(database_conn_id).url.render_as_string(hide_password=False)
+        configs["database"] = {"kind": "database", **configs.get("database", {}), "url": url}
+    return configs
+
+
 class CanaryAnalysisSensor(BaseSensorOperator):
     """Run the canary analysis until it decides; return ``{"decision": "promote" | "rollback", …}``.
 
@@ -32,7 +51,8 @@ class CanaryAnalysisSensor(BaseSensorOperator):
     :param plan: ``AnalysisPlan`` as plain data (rules, interval_s, deadline_s, limits, safe_state).
     :param sources: source name → ``MetricSource.to_config()`` (rules use "metrics" / "database" by default).
     :param database_conn_id: an Airflow connection whose database becomes the "database" source; resolved
-        when the task runs, so no credentials sit in the DAG or its rendered template fields.
+        when the task runs, so no credentials sit in the DAG or its rendered template fields. Likewise a
+        ``cloud_monitoring`` source's ``gcp_conn_id`` becomes that Google connection's credentials.
     """
 
     template_fields: Sequence[str] = ("plan", "sources")
@@ -63,13 +83,7 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         self._state: AnalysisState | None = None
 
     def _source_configs(self) -> dict[str, dict[str, Any]]:
-        configs = dict(self.sources)
-        if self.database_conn_id:
-            from dbopt.hooks.database import DbTargetHook
-
-            url = DbTargetHook(self.database_conn_id).url.render_as_string(hide_password=False)
-            configs["database"] = {"kind": "database", **configs.get("database", {}), "url": url}
-        return configs
+        return resolved_sources(self.sources, self.database_conn_id)
 
     def _load(self) -> tuple[AnalysisPlan, dict[str, MetricSource]]:
         plan = AnalysisPlan.from_dict(self.plan)
