@@ -78,10 +78,38 @@ class Schedule(Strict):
         return v
 
 
+# --- Cloud SQL downsizing by replica (week-17 plan, seed 001 day 7): dbopt.cloud.resize --------------------
+
+CLOUD_SQL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,96}[a-z0-9]$")
+
+
+class CloudSqlResize(Strict):
+    tier: str = Field(description="the smaller machine type, e.g. db-custom-8-16384")
+    replica_conn_id: str = Field(description="Airflow connection of the replica's database: the benchmark runs there")
+    replica: str | None = Field(None, description="name of the replica instance (default: <instance>-resized)")
+    standby_hours: float = Field(48, ge=0, description="the old primary is kept this long, then deleted")
+    ready_timeout_s: float = Field(3600, gt=0, description="how long the replica may take to become RUNNABLE")
+
+    @field_validator("tier")
+    @classmethod
+    def _tier(cls, v: str) -> str:
+        if not re.match(r"^db-[a-z0-9-]+$", v):
+            raise ValueError(f"{v!r} is not a Cloud SQL tier; write a machine type such as 'db-custom-8-16384'")
+        return v
+
+    @field_validator("replica")
+    @classmethod
+    def _replica(cls, v: str | None) -> str | None:
+        if v is not None and not CLOUD_SQL_NAME.match(v):
+            raise ValueError(f"{v!r}: instance names use lower-case letters, digits and '-', starting with a letter")
+        return v
+
+
 class CloudSqlInstance(Strict):
     project: str
     instance: str
     conn_id: str = "google_cloud_sql"
+    resize: CloudSqlResize | None = None
 
 
 class TargetSpec(Strict):
