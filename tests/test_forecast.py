@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import copy
+import math
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import requests
 
 from dbopt.cloud.cloudrun import CloudRun
 from dbopt.cloud.forecast import (
     ForecastSettings,
     forecast_min_instances,
     history_from_matrix,
+    hour_start,
     parse_forecast,
     same_hour_weeks_ago,
 )
+from dbopt.cloud.forecast_history import fetch_history
 from dbopt.cloud.gcp import GcpSettings
 from dbopt.cloud.scaling import ScalingRulesError, apply_scaling, parse_rules
 from dbopt.cloud.standin import StandIn
+from tests.metrics_fixtures import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHICAGO = "America/Chicago"
@@ -164,3 +171,61 @@ def test_backtest_forecast_beats_fixed_windows_on_cold_starts() -> None:
     scores = {s.strategy.split(" ")[0]: s for s in backtest(6, 17, 4, SETTINGS, "ion-api", "us-central1")}
     assert scores["forecast"].cold_minutes < scores["fixed"].cold_minutes / 3
     assert scores["forecast"].cold_minutes < scores["reactive"].cold_minutes
+
+
+@pytest.fixture
+def backfilled_prometheus(tmp_path: Path) -> Iterator[tuple[str, float]]:
+    """A real Prometheus over two weeks of backfilled traffic (promtool), without scraping anything.
+
+    ``http_request_duration_seconds_sum`` grows at (100 + 10 × hour of day) request-seconds per second, so
+    the peak concurrency of each hour is that number. Yields (URL, the end of the data).
+    """
+    end = float(hour_start(time.time()))
+    start = end - 2 * WEEK - 2 * 3600
+    lines, total, t = ["# TYPE http_request_duration_seconds_sum gauge"], 0.0, start
+    labels = '{service="ion-api",region="us-central1"}'
+    while t <= end - 20:
+        total += 20 * (100 + 10 * datetime.fromtimestamp(t, UTC).hour)
+        t += 20
+        lines.append(f"http_request_duration_seconds_sum{labels} {total} {int(t)}")
+    (tmp_path / "trace.om").write_text("\n".join([*lines, "# EOF", ""]))
+    data = tmp_path / "data"
+    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(tmp_path / "trace.om"), str(data)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    (tmp_path / "prometheus.yml").write_text("global: {scrape_interval: 1h}\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--web.listen-address=127.0.0.1:{port}",
+         f"--storage.tsdb.path={data}", "--storage.tsdb.retention.time=60d", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(60):
+            try:
+                if requests.get(f"{url}/-/ready", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        yield url, end
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_history_from_a_real_prometheus_drives_the_forecast(backfilled_prometheus: tuple[str, float]) -> None:
+    url, end = backfilled_prometheus
+    data = copy.deepcopy(RULES)
+    data["services"][0]["forecast"]["weeks"] = 2
+    rules = parse_rules(data, source="rules.yaml")
+    history = fetch_history(url, rules, end)[KEY]
+    assert len(history) >= 2 * 7 * 24  # every hour of two weeks
+    for hour, peak in history.items():
+        assert peak == pytest.approx(100 + 10 * datetime.fromtimestamp(hour, UTC).hour, rel=0.01)
+    # The hour starting at ``end``: the same hour one and two weeks ago, at the usual level.
+    settings = rules.rules[0].forecast
+    result = forecast_min_instances(history, int(end), settings, timezone=CHICAGO, floor=2, ceiling=80)
+    expected_peak = 100 + 10 * datetime.fromtimestamp(end, UTC).hour
+    assert result.weeks_seen == 2 and result.peak == pytest.approx(expected_peak, rel=0.01)
+    assert result.min_instances == max(2, math.ceil(expected_peak / 80 * 1.2 - 1e-6))

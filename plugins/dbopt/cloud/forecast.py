@@ -29,8 +29,9 @@ LEVEL_CLAMP = (0.5, 2.0)  # one unusual hour may halve or double the seasonal va
 _FIELDS = {"container_concurrency", "headroom", "weeks", "min_weeks", "quantile", "floor", "ceiling"}
 
 # Peak requests in flight per hour. By Little's law the rate of summed request seconds is the mean number in
-# flight; its 1-minute maximum within the hour is the peak. Names match include/demo_service/app.py.
-PROMQL_PEAK_CONCURRENCY = "max_over_time(sum(rate(http_request_duration_seconds_sum$sel[1m]))[1h:1m])"
+# flight; its 1-minute maximum within the hour is the peak ([59m:1m]: a 1h subquery would also take the
+# previous hour's last minute, its range being closed on the left). Names match include/demo_service/app.py.
+PROMQL_PEAK_CONCURRENCY = "max_over_time(sum(rate(http_request_duration_seconds_sum$sel[1m]))[59m:1m])"
 
 
 @dataclass(frozen=True)
