@@ -89,7 +89,8 @@ class MetricSource(ABC):
 # --- Prometheus --------------------------------------------------------------------------------
 
 # PromQL per metric. $sel is the scope's label selector ({revision="…"}), $sel_5xx the same with
-# code_class="5xx", $rate the rate() range. Names match include/demo_service/app.py; override per service.
+# code_class="5xx", $sel_hit with result="hit", $rate the rate() range. Names match
+# include/demo_service/app.py; override per service.
 PROMQL: dict[str, str] = {
     "latency_p95_ms": "1000 * histogram_quantile(0.95, "
     "sum by (le) (rate(http_request_duration_seconds_bucket$sel[$rate])))",
@@ -99,6 +100,8 @@ PROMQL: dict[str, str] = {
     "request_rate": "sum(rate(http_requests_total$sel[$rate]))",
     "pool_usage": "sum(db_pool_checked_out$sel) / sum(db_pool_size$sel)",
     "pool_timeouts": "sum(increase(db_pool_timeouts_total$sel[$rate]))",
+    # the application's own cache counter (the demo service's read-through Redis cache)
+    "cache_hit_ratio": "sum(rate(cache_lookups_total$sel_hit[$rate])) / sum(rate(cache_lookups_total$sel[$rate]))",
 }
 PROMQL_REQUESTS = "sum(increase(http_requests_total$sel[$window]))"
 
@@ -174,6 +177,7 @@ class PrometheusSource(MetricSource):
         fill = {
             "sel": self._selector(scope),
             "sel_5xx": self._selector(scope, code_class="5xx"),
+            "sel_hit": self._selector(scope, result="hit"),
             "rate": _promql_duration(self.rate_window_s),
             "window": _promql_duration(window_s),
         }
@@ -182,7 +186,7 @@ class PrometheusSource(MetricSource):
         except (KeyError, ValueError) as err:
             raise MetricSourceError(
                 f"PromQL template for {metric!r} uses an unknown placeholder ({err}); "
-                "allowed: $sel $sel_5xx $rate $window"
+                "allowed: $sel $sel_5xx $sel_hit $rate $window"
             ) from None
 
     def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
