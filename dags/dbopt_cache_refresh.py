@@ -13,6 +13,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, get_current_context, get_parsing_context, task
+from airflow.timetables.trigger import CronTriggerTimetable
 
 from dbopt.plan import Plan, iter_plans
 
@@ -25,7 +26,7 @@ def build_cache_dag(plan: Plan, path: Path) -> DAG:
     refresh = cache_spec(plan).refresh
     with DAG(
         dag_id=f"{PREFIX}{plan.id}",
-        schedule=refresh.cron,
+        schedule=CronTriggerTimetable(refresh.cron, timezone=refresh.timezone) if refresh.cron else None,
         start_date=pendulum.datetime(2026, 1, 1, tz=refresh.timezone),
         catchup=False,
         max_active_runs=1,

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +15,9 @@ from dbopt.cache.plan_run import cache_items, warm_plan
 from dbopt.cache.warm import WarmItem, hot_statements, warm
 from dbopt.metrics.health_gate import health_gate
 from dbopt.metrics.sources import RedisSource, source_from_config
-from dbopt.plan import PlanError, parse_plan
+from dbopt.plan import PlanError, load_plan, parse_plan
 from dbopt.targets import open_target
+from tests.dag_runs import connection_env
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_DB = 13  # dbopt's tests; other databases on the shared server are not touched
@@ -193,38 +190,20 @@ def test_redis_hit_ratio_is_a_metric_source_for_the_health_gate(cache: tuple[red
 
 
 @pytest.mark.airflow
-def test_refresh_dag_runs_with_airflow_dags_test(sqlite_demo: str, cache: tuple[redis.Redis, str],
-                                                 tmp_path: Path) -> None:  # fmt: skip
+def test_refresh_dag_runs(sqlite_demo: str, cache: tuple[redis.Redis, str], tmp_path: Path, monkeypatch) -> None:
+    from dags.dbopt_cache_refresh import build_cache_dag
+
     client, prefix = cache
     plans = tmp_path / "plans"
     plans.mkdir()
-    (plans / "cachedag.yaml").write_text(textwrap.dedent(PLAN.format(id="cachedag", prefix=prefix)))
-    home = tmp_path / "airflow"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(tmp_path / "no_plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT}",
-        "DBOPT_PLANS_DIR": str(plans),
-        "AIRFLOW_CONN_WORKLOGS_SQLITE": json.dumps(
-            {"conn_type": "sqlite", "host": sqlite_demo.removeprefix("sqlite:///")}
-        ),
-        "AIRFLOW_CONN_CACHE_REDIS": json.dumps(
-            {"conn_type": "redis", "host": "127.0.0.1", "port": 6379, "extra": {"db": REDIS_DB}}
-        ),
-    }
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    run = subprocess.run(
-        [airflow, "dags", "test", "dbopt_cache_refresh_cachedag", "2026-04-21T09:00:00+00:00",
-         "-f", str(ROOT / "dags" / "dbopt_cache_refresh.py")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    out = run.stdout + run.stderr
-    assert run.returncode == 0 and "state=success" in out, out[-4000:]
-    assert "warmed 3 keys" in out  # refresh.top_n
-    assert len(list(client.scan_iter(match=f"{prefix}:cachedag:*"))) == 3
+    path = plans / "cachedag.yaml"
+    path.write_text(PLAN.format(id="cachedag", prefix=prefix))
+    monkeypatch.setenv("DBOPT_PLANS_DIR", str(plans))
+    monkeypatch.setenv(*connection_env("worklogs_sqlite", sqlite_demo))
+    monkeypatch.setenv("AIRFLOW_CONN_CACHE_REDIS", json.dumps({"conn_type": "redis", "host": "127.0.0.1",
+                                                               "port": 6379, "extra": {"db": REDIS_DB}}))  # fmt: skip
+    dag = build_cache_dag(load_plan(path), path)
+    assert dag.dag_id == "dbopt_cache_refresh_cachedag" and dag.timetable.serialize()["timezone"] == "Asia/Seoul"
+    run = dag.test()
+    assert str(run.state) == "success"
+    assert len(list(client.scan_iter(match=f"{prefix}:cachedag:*"))) == 3  # refresh.top_n

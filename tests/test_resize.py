@@ -201,3 +201,62 @@ def test_plan_section_errors_name_field_and_fix(edit: tuple[str, str], message: 
     with pytest.raises(PlanError) as err:
         parse_plan(PLAN.replace(*edit), "week.yaml")
     assert message in str(err.value)
+
+
+DAG_PLAN = """
+id: resizedag
+targets:
+  - name: ion-primary
+    conn_id: resize_primary
+    dialect: sqlite
+    cloud_sql:
+      project: ion-mentoring
+      instance: ion-primary
+      conn_id: resize_gcp
+      resize: {tier: db-custom-8-16384, standby_hours: 48, replica_conn_id: resize_replica}
+benchmark:
+  iterations: 10
+  warmup: 2
+  min_effect: 0.5
+  targets: {p95_ms: 100}
+  queries:
+    - name: by_customer
+      sql:
+        - "SELECT id, amount FROM orders WHERE customer_id = 7"
+        - "SELECT id, amount FROM orders WHERE customer_id = 42"
+"""
+
+
+@pytest.mark.airflow
+def test_resize_dag_switches_and_dry_run_changes_nothing(stand_in: StandIn, tmp_path, monkeypatch) -> None:
+    import json
+    import shutil
+    import sqlite3
+
+    from dags.dbopt_cloud_sql_resize import build_resize_dag
+    from dbopt.plan import load_plan
+    from tests.dag_runs import connection_env
+
+    primary, replica = tmp_path / "primary.db", tmp_path / "replica.db"
+    with sqlite3.connect(primary) as db:
+        db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INT, amount REAL)")
+        db.executemany("INSERT INTO orders VALUES (?, ?, ?)", [(i, i % 500, i % 97) for i in range(20000)])
+        db.execute("CREATE INDEX orders_customer ON orders (customer_id)")
+    shutil.copy(primary, replica)  # the replica holds the same data
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    path = plans / "resizedag.yaml"
+    path.write_text(DAG_PLAN)
+    monkeypatch.setenv("DBOPT_PLANS_DIR", str(plans))
+    monkeypatch.setenv(*connection_env("resize_primary", f"sqlite:///{primary}"))
+    monkeypatch.setenv(*connection_env("resize_replica", f"sqlite:///{replica}"))
+    conn = {"conn_type": "google_cloud_platform", "extra": stand_in.extra(PROJECT)}
+    monkeypatch.setenv("AIRFLOW_CONN_RESIZE_GCP", json.dumps(conn))
+    dag = build_resize_dag(load_plan(path), path)
+
+    assert str(dag.test(run_conf={"dry_run": True}).state) == "success"
+    assert (PROJECT, "ion-primary-resized") not in stand_in.sql.instances
+    assert str(dag.test(run_conf={"dry_run": False}).state) == "success"
+    new = stand_in.sql.instances[(PROJECT, "ion-primary-resized")]
+    assert new["instanceType"] == "CLOUD_SQL_INSTANCE" and new["settings"]["tier"] == SMALL
+    assert STANDBY_LABEL in _labels(stand_in, "ion-primary")
