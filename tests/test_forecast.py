@@ -105,7 +105,7 @@ def test_short_history_falls_back_to_the_fixed_windows() -> None:
 
 
 def test_weeks_ago_follow_local_time_across_dst() -> None:
-    # Tuesday 10 March 2026 08:00 CDT; one week earlier is 08:00 CST, 7 days minus... plus one hour in UTC.
+    # Tuesday 10 March 2026 08:00 CDT; a week earlier the same wall-clock hour was CST: one hour less apart.
     start = _hour(2026, 3, 10, 8)
     week_ago = same_hour_weeks_ago(start, 1, CHICAGO)[0]
     assert datetime.fromtimestamp(week_ago, ZoneInfo(CHICAGO)).strftime("%a %H:%M %Z") == "Tue 08:00 CST"
