@@ -228,6 +228,50 @@ class CloudSQL:
         found = self._execute(instance, lambda: self._api.operations().list(project=self.project, instance=instance))
         return [op for op in map(Operation.from_api, found.get("items", [])) if op.status != "DONE"]
 
+    # -- replicas (downsizing by replica: dbopt.cloud.resize) --------------------------------------------
+
+    def instance(self, instance: str) -> dict[str, Any]:
+        """The DatabaseInstance resource as the API returns it."""
+        return self._execute(instance, lambda: self._api.instances().get(project=self.project, instance=instance))
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        return self._execute("(all)", lambda: self._api.instances().list(project=self.project)).get("items", [])
+
+    def create_replica(self, primary: str, name: str, tier: str, timeout_s: float | None = None) -> Operation:
+        """``instances.insert`` with ``masterInstanceName``: a read replica of ``primary`` on ``tier``; waits."""
+        source = self.instance(primary)
+        body = {
+            "name": name,
+            "masterInstanceName": primary,
+            "region": source.get("region"),
+            "databaseVersion": source.get("databaseVersion"),
+            "settings": {"tier": tier},
+        }
+        op = self._when_free(primary, lambda: self._api.instances().insert(project=self.project, body=body))
+        log.info("replica %s of %s on tier %s: creating (operation %s)", name, primary, tier, op["name"])
+        return self.wait(op["name"], timeout_s)
+
+    def promote_replica(self, replica: str) -> Operation:
+        """``instances.promoteReplica``: the replica becomes a stand-alone primary; waits."""
+        op = self._when_free(
+            replica, lambda: self._api.instances().promoteReplica(project=self.project, instance=replica)
+        )
+        return self.wait(op["name"])
+
+    def delete_instance(self, instance: str) -> Operation:
+        op = self._when_free(instance, lambda: self._api.instances().delete(project=self.project, instance=instance))
+        return self.wait(op["name"])
+
+    def set_labels(self, instance: str, labels: dict[str, str | None]) -> Operation:
+        """Patch ``settings.userLabels`` (no restart); a None value removes that label."""
+        op = self._when_free(
+            instance,
+            lambda: self._api.instances().patch(
+                project=self.project, instance=instance, body={"settings": {"userLabels": labels}}
+            ),
+        )
+        return self.wait(op["name"])
+
     def _when_free(self, instance: str, request: Callable[[], Any]) -> dict[str, Any]:
         """Run a mutating request; on 409 wait for the instance's running operations and retry."""
         for attempt in range(1, self.busy_retries + 2):

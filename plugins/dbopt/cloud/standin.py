@@ -52,6 +52,8 @@ _SQL_BACKUPS = re.compile(r"^/v1/projects/([^/]+)/instances/([^/]+)/backupRuns$"
 _SQL_BACKUP = re.compile(r"^/v1/projects/([^/]+)/instances/([^/]+)/backupRuns/([^/]+)$")
 _SQL_OPERATIONS = re.compile(r"^/v1/projects/([^/]+)/operations$")
 _SQL_OPERATION = re.compile(r"^/v1/projects/([^/]+)/operations/([^/]+)$")
+_SQL_INSTANCES = re.compile(r"^/v1/projects/([^/]+)/instances$")
+_SQL_PROMOTE = re.compile(r"^/v1/projects/([^/]+)/instances/([^/]+)/promoteReplica$")
 
 
 class ApiError(Exception):
@@ -319,6 +321,7 @@ class CloudSqlState:
         self.rejected: list[tuple[str, str]] = []  # (instance, method) answered with 409
         self.unlisted_busy: dict[tuple[str, str], int] = {}  # 409s to give with no operation listed
         self.operation_failures: list[dict[str, str]] = []  # errors the next operations end with
+        self.failing_replicas: set[str] = set()  # replica names whose creation ends FAILED
         self._ids = itertools.count(1)
 
     def seed(
@@ -402,7 +405,11 @@ class CloudSqlState:
         project, instance = m[1], m[2]
         found = self._instance(project, instance)
         self._ensure_idle(project, instance, "instances.patch")
-        found["settings"].update(body.get("settings", {}))  # patch semantics: merge
+        settings = dict(body.get("settings", {}))
+        if "userLabels" in settings:  # a map field: merged key by key, null removes the key
+            labels = {**found["settings"].get("userLabels", {}), **settings.pop("userLabels")}
+            found["settings"]["userLabels"] = {k: v for k, v in labels.items() if v is not None}
+        found["settings"].update(settings)  # patch semantics: merge
         found["settings"]["settingsVersion"] = str(int(found["settings"]["settingsVersion"]) + 1)
         return self._public(self._new_operation(project, instance, "UPDATE", self.lro_polls))
 
@@ -458,6 +465,8 @@ class CloudSqlState:
             op.update(status="DONE", endTime=_now())
             if op["_error"]:
                 op["error"] = {"kind": "sql#operationErrors", "errors": [op["_error"]]}
+            if on_done := op.pop("_on_done", None):
+                on_done(op)
             backup_id = op.get("backupContext", {}).get("backupId")
             for run in self.backups.get((project, op["targetId"]), []):
                 if run["id"] == backup_id:
@@ -467,6 +476,67 @@ class CloudSqlState:
     @staticmethod
     def _public(op: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in op.items() if not k.startswith("_")}
+
+    # -- replicas: instances.list / insert (masterInstanceName) / promoteReplica / delete -------------------
+
+    def replicas(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The replica calls; None for any other request (the handlers above answer those)."""
+        if method == "GET" and (m := _SQL_INSTANCES.match(path)):
+            return {"kind": "sql#instancesList", "items": [i for (p, _), i in self.instances.items() if p == m[1]]}
+        if method == "POST" and (m := _SQL_INSTANCES.match(path)):
+            return self._insert(m[1], body)
+        if method == "POST" and (m := _SQL_PROMOTE.match(path)):
+            return self._promote(m[1], m[2])
+        if method == "DELETE" and (m := _SQL_INSTANCE.match(path)):
+            self._ensure_idle(m[1], m[2], "instances.delete")
+            op = self._new_operation(m[1], m[2], "DELETE", self.lro_polls)
+            op["_on_done"] = lambda _op, key=(m[1], m[2]): self.instances.pop(key, None)
+            return self._public(op)
+        return None
+
+    def _insert(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
+        name, master = body.get("name"), body.get("masterInstanceName")
+        tier = body.get("settings", {}).get("tier")
+        if not name or not tier:
+            raise ApiError(400, "Invalid request: name and settings.tier are required.", reason="invalid")
+        if (project, name) in self.instances:
+            raise ApiError(409, f"The Cloud SQL instance {name} already exists.", reason="instanceAlreadyExists")
+        primary = self._instance(project, master) if master else None
+        self.instances[(project, name)] = {
+            "kind": "sql#instance",
+            "name": name,
+            "project": project,
+            "state": "PENDING_CREATE",
+            "region": body.get("region"),
+            "databaseVersion": body.get("databaseVersion") or (primary or {}).get("databaseVersion"),
+            "settings": {"tier": tier, "settingsVersion": "1"},
+            **({"masterInstanceName": master, "instanceType": "READ_REPLICA_INSTANCE"} if master else {}),
+        }
+        self.backups[(project, name)] = []
+        if primary is not None:
+            primary.setdefault("replicaNames", []).append(name)
+        op = self._new_operation(project, name, "CREATE_REPLICA" if master else "CREATE", self.lro_polls)
+
+        def ready(op: dict[str, Any]) -> None:
+            if name in self.failing_replicas:
+                self.instances[(project, name)]["state"] = "FAILED"
+                op["error"] = {"errors": [{"code": "INTERNAL_ERROR", "message": "replica failed to start"}]}
+            else:
+                self.instances[(project, name)]["state"] = "RUNNABLE"
+
+        op["_on_done"] = ready
+        return self._public(op)
+
+    def _promote(self, project: str, replica: str) -> dict[str, Any]:
+        found = self._instance(project, replica)
+        if not found.get("masterInstanceName"):
+            raise ApiError(400, f"{replica} is not a read replica.", reason="notAReplica")
+        self._ensure_idle(project, replica, "instances.promoteReplica")
+        primary = self.instances.get((project, found.pop("masterInstanceName")))
+        if primary is not None:
+            primary["replicaNames"] = [n for n in primary.get("replicaNames", []) if n != replica]
+        found["instanceType"] = "CLOUD_SQL_INSTANCE"
+        return self._public(self._new_operation(project, replica, "PROMOTE_REPLICA", self.lro_polls))
 
 
 class StandIn(BackgroundServer):
@@ -531,6 +601,8 @@ class StandIn(BackgroundServer):
                     if method == "PATCH":
                         return 200, self.run.patch(url.path, query, body)
                 elif url.path.startswith("/v1/"):
+                    if (answer := self.sql.replicas(method, url.path, body)) is not None:
+                        return 200, answer
                     if method == "GET":
                         return 200, self.sql.get(url.path, query)
                     if method == "POST":
@@ -560,7 +632,7 @@ def _handler(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PATCH = _serve
+        do_GET = do_POST = do_PATCH = do_DELETE = _serve
 
     return Handler
 

@@ -1,4 +1,4 @@
-"""Where rule figures come from: one interface, three backends (Prometheus, Cloud Monitoring, the database).
+"""Where rule figures come from: one interface, four backends (Prometheus, Cloud Monitoring, the database, Redis).
 
 ``MetricSource.query(metric, scope, window_s)`` returns a ``Series``: time-ordered samples of one figure
 for one population ("canary", "baseline", "service" or "database") over the last ``window_s`` seconds,
@@ -11,6 +11,7 @@ can rebuild it in the triggerer process. No Airflow import here.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
@@ -88,7 +89,8 @@ class MetricSource(ABC):
 # --- Prometheus --------------------------------------------------------------------------------
 
 # PromQL per metric. $sel is the scope's label selector ({revision="…"}), $sel_5xx the same with
-# code_class="5xx", $rate the rate() range. Names match include/demo_service/app.py; override per service.
+# code_class="5xx", $sel_hit with result="hit", $rate the rate() range. Names match
+# include/demo_service/app.py; override per service.
 PROMQL: dict[str, str] = {
     "latency_p95_ms": "1000 * histogram_quantile(0.95, "
     "sum by (le) (rate(http_request_duration_seconds_bucket$sel[$rate])))",
@@ -98,6 +100,8 @@ PROMQL: dict[str, str] = {
     "request_rate": "sum(rate(http_requests_total$sel[$rate]))",
     "pool_usage": "sum(db_pool_checked_out$sel) / sum(db_pool_size$sel)",
     "pool_timeouts": "sum(increase(db_pool_timeouts_total$sel[$rate]))",
+    # the application's own cache counter (the demo service's read-through Redis cache)
+    "cache_hit_ratio": "sum(rate(cache_lookups_total$sel_hit[$rate])) / sum(rate(cache_lookups_total$sel[$rate]))",
 }
 PROMQL_REQUESTS = "sum(increase(http_requests_total$sel[$window]))"
 
@@ -173,6 +177,7 @@ class PrometheusSource(MetricSource):
         fill = {
             "sel": self._selector(scope),
             "sel_5xx": self._selector(scope, code_class="5xx"),
+            "sel_hit": self._selector(scope, result="hit"),
             "rate": _promql_duration(self.rate_window_s),
             "window": _promql_duration(window_s),
         }
@@ -181,7 +186,7 @@ class PrometheusSource(MetricSource):
         except (KeyError, ValueError) as err:
             raise MetricSourceError(
                 f"PromQL template for {metric!r} uses an unknown placeholder ({err}); "
-                "allowed: $sel $sel_5xx $rate $window"
+                "allowed: $sel $sel_5xx $sel_hit $rate $window"
             ) from None
 
     def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
@@ -556,12 +561,83 @@ class DatabaseSource(MetricSource):
         return Series(metric, scope, samples, None, self.kind, f"target.health().{metric}")
 
 
+# --- Redis (the cache in front of the database) -------------------------------------------------------
+
+
+class RedisSource(MetricSource):
+    """``cache_hit_ratio`` of a Redis server from ``INFO stats`` (``dbopt.cache.stats``), scope "service".
+
+    Redis keeps counters, not history: each query takes a reading and the samples are the hit ratios
+    between successive readings inside the window; the request count is the lookups over the window. A
+    first query waits ``probe_s`` for a second reading, so a one-off check (the health gate) still gets
+    a delta. NaN = no lookups between two readings.
+    """
+
+    kind = "redis"
+    metrics = frozenset({"cache_hit_ratio"})
+
+    def __init__(self, url: str, *, probe_s: float = 5.0, history_s: float = 3600.0, timeout_s: float = 5.0) -> None:
+        if probe_s <= 0:
+            raise ValueError("RedisSource: probe_s must be > 0")
+        self.url = url
+        self.probe_s = probe_s
+        self.history_s = history_s
+        self.timeout_s = timeout_s
+        self._client: Any = None
+        self._readings: list[Any] = []
+
+    def to_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": self.url, "probe_s": self.probe_s, "history_s": self.history_s,
+                "timeout_s": self.timeout_s}  # fmt: skip
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _read(self) -> Any:
+        import redis
+
+        from dbopt.cache.stats import read_stats
+
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.url, socket_timeout=self.timeout_s)
+        try:
+            reading = read_stats(self._client)
+        except redis.RedisError as err:
+            where = self._client.connection_pool.connection_kwargs  # host/port/db; never the password
+            raise MetricSourceError(
+                f"Redis {where.get('host')}:{where.get('port')} did not answer INFO stats: {_brief(err)}"
+            ) from err
+        self._readings = [r for r in self._readings if r.t >= reading.t - self.history_s] + [reading]
+        return reading
+
+    def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
+        from dbopt.cache.stats import deltas
+
+        self._check_metric(metric)
+        if scope != "service":
+            raise MetricSourceError(f"the redis source answers scope 'service' (the whole server), not {scope!r}")
+        if end is not None and end < time.time() - PRESENT_S:
+            raise MetricSourceError("Redis counters are instantaneous: the past cannot be queried")
+        if not self._readings:
+            self._read()
+            time.sleep(self.probe_s)
+        now = self._read().t
+        inside = [r for r in self._readings if r.t >= now - max(window_s, self.probe_s)]
+        pairs = [(after.t, *deltas(before, after)) for before, after in itertools.pairwise(inside)]
+        samples = tuple(Sample(t, h / (h + m) if h + m else math.nan) for t, h, m in pairs)
+        lookups = float(sum(h + m for _, h, m in pairs))
+        return Series(metric, scope, samples, lookups, self.kind, "INFO stats keyspace_hits/keyspace_misses")
+
+
 # --- plain-JSON descriptions -------------------------------------------------------------------------
 
 _KINDS: dict[str, type[MetricSource]] = {
     PrometheusSource.kind: PrometheusSource,
     CloudMonitoringSource.kind: CloudMonitoringSource,
     DatabaseSource.kind: DatabaseSource,
+    RedisSource.kind: RedisSource,
 }
 
 
