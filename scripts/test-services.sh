@@ -75,4 +75,9 @@ fi
 mariadb -uroot -h"$MYHOST_ADDR" -e "UPDATE performance_schema.setup_consumers SET ENABLED='YES'
   WHERE NAME IN ('events_statements_current', 'events_statements_history', 'events_statements_history_long')"
 my_ok || { echo "test-services: MariaDB did not come back after restart; see /var/log/mysql/error.log" >&2; exit 1; }
+# Redis: the Celery broker of the end-to-end test (tests/test_stack_e2e.py, its own DB number and key prefix)
+redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 >/dev/null
+for _ in $(seq 10); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 1; done
+redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || { echo "test-services: Redis is not reachable on 127.0.0.1:6379." \
+  "Start it with: redis-server --daemonize yes --bind 127.0.0.1" >&2; exit 1; }
 echo "test-services: PostgreSQL $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show server_version') (preload: $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show shared_preload_libraries')), MariaDB $(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select version()') (performance_schema=$(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select @@performance_schema')) ready"
