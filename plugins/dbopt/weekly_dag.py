@@ -275,10 +275,11 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
             return f"{group}.promote" if outcome["decision"] == "promote" else f"{group}.rollback"
 
         promote = CloudRunPromoteOperator(task_id="promote", deployment=deploy.output, **gcp)
-        # Rollback runs when chosen, and also when the canary machinery failed (the old revision is the
-        # safe state); a branch to promote skips it directly, and a skipped deploy skips it too.
-        rollback = CloudRunRollbackOperator(
-            task_id="rollback", deployment=deploy.output, trigger_rule=TriggerRule.NONE_SKIPPED, **gcp
+        # Rollback runs when chosen, and also when the canary machinery failed after a deploy (the old
+        # revision is the safe state). It is deploy's teardown: a deploy that did not succeed (an earlier
+        # failure, a skip) means no rollback; a branch to promote skips it directly.
+        rollback = CloudRunRollbackOperator(task_id="rollback", deployment=deploy.output, **gcp).as_teardown(
+            setups=deploy, on_failure_fail_dagrun=True
         )
         decided = promote_or_rollback(monitor.output)
         deploy >> shift >> monitor >> decided >> [promote, rollback]
@@ -401,7 +402,9 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
                 canary_groups.append(cg.group_id)
                 gate_task >> cg
                 list(ends) >> final
-        list(dag.tasks) >> failed_run_watcher()
+        # a setup (deploy) may only be followed by all_success tasks or its teardown; its failure still
+        # reaches the watcher as its downstream's upstream_failed
+        [t for t in dag.tasks if not t.is_setup] >> failed_run_watcher()
     return dag
 
 
