@@ -95,6 +95,14 @@ def _context_plan(plan: Plan) -> tuple[Plan, bool]:
     return effective_plan(plan, params), bool(params.get("dry_run"))
 
 
+def _description(plan: Plan) -> str:
+    """The plan's first line, with the schedule's time zone: Airflow 3.3's API reports every DAG's
+    timezone as the server default, and the UI shows only the cron string."""
+    first = plan.description.strip().splitlines()[0] if plan.description.strip() else plan.id
+    when = f"{plan.schedule.cron} ({plan.schedule.timezone})" if plan.schedule.cron else "manual runs only"
+    return f"{first} — {when}"
+
+
 def _doc(plan: Plan, source: Path) -> str:
     targets = ", ".join(f"`{t.name}` ({t.dialect}, connection `{t.conn_id}`)" for t in plan.targets)
     return (
@@ -267,7 +275,8 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
             plan=m.analysis_plan(),
             sources=sources,
             database_conn_id=plan.targets[0].conn_id,
-            mode="poke",
+            deferrable=m.mode == "deferrable",  # the triggerer waits out the analysis (up to duration_s)
+            mode="poke",  # only when not deferred (plan: monitor.mode: poke)
         )
 
         @task.branch
@@ -312,7 +321,7 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
     """The weekly DAG of a valid plan."""
     with DAG(
         dag_id=plan.dag_id,
-        description=plan.description.strip().splitlines()[0] if plan.description.strip() else plan.id,
+        description=_description(plan),
         schedule=plan.schedule.cron,
         start_date=START.in_timezone(plan.schedule.timezone),
         catchup=False,
@@ -335,10 +344,16 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
 
         @task
         def health_check() -> dict[str, Any]:
+            from dbopt.guardrails import window_gate
             from dbopt.metrics.health_gate import health_gate
             from dbopt.metrics.sources import DatabaseSource
 
             p, _ = _context_plan(plan)
+            ctx = get_current_context()
+            moments = {"logical time": ctx.get("logical_date"), "start": ctx["dag_run"].start_date}
+            if (outside := window_gate(p, moments)) is not None:
+                print(f"NO-GO: {outside['reason']}")
+                return outside
             rules = pipeline.gate_rules(p.health_gate)
             results = {}
             for spec in p.targets:
