@@ -134,12 +134,15 @@ class Stack:
         env = self.config.environment()
         return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=timeout, check=True)
 
-    def start(self) -> None:
+    def start(self, only: tuple[str, ...] | None = None) -> None:
+        """Migrate the metadata database, then start the components (``only``: those, by first word)."""
         self.config.password()
         self.airflow("db", "migrate")
         self.logs.mkdir(parents=True, exist_ok=True)
         airflow = str(Path(sys.executable).with_name("airflow"))
         for command in components(self.config.executor):
+            if only is not None and command[0] not in only:
+                continue
             name = "-".join(command[:2]) if command[0] == "celery" else command[0]
             log = (self.logs / f"{name}.log").open("ab")
             self.processes[name] = subprocess.Popen(

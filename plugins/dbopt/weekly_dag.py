@@ -31,13 +31,13 @@ from dbopt.run_record import canary_group_id, step_recorder
 from dbopt.targets.base import IndexSpec, Target
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
-OVERRIDABLE = {
-    "p95_ms_max": ("health_gate", "p95 latency limit for GO (ms)"),
-    "error_rate_max_pct": ("health_gate", "error-rate limit for GO (%)"),
-    "cache_hit_ratio_min": ("health_gate", "minimum cache hit ratio for GO (0..1)"),
-    "replication_lag_ms_max": ("health_gate", "replication lag limit for GO (ms)"),
-    "long_transactions_max": ("health_gate", "most long transactions allowed for GO"),
-    "storage_budget_mb": ("indexes", "storage budget for new indexes (MB)"),
+OVERRIDABLE = {  # trigger-form field → (plan section, the form's title)
+    "p95_ms_max": ("health_gate", "Health gate: p95 latency limit (ms)"),
+    "error_rate_max_pct": ("health_gate", "Health gate: error-rate limit (%)"),
+    "cache_hit_ratio_min": ("health_gate", "Health gate: minimum cache hit ratio (0..1)"),
+    "replication_lag_ms_max": ("health_gate", "Health gate: replication lag limit (ms)"),
+    "long_transactions_max": ("health_gate", "Health gate: most long transactions allowed"),
+    "storage_budget_mb": ("indexes", "Storage budget for new indexes (MB)"),
 }
 
 
@@ -57,14 +57,15 @@ def effective_plan(plan: Plan, params: dict[str, Any]) -> Plan:
 def _params(plan: Plan) -> dict[str, Param]:
     params = {
         "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="compute and report everything, change nothing"),
+                         description="Compute and report everything, change nothing."),
         "skip_deploy": Param(False, type="boolean", title="Skip deploy",
-                             description="no Cloud Run canary this run"),
+                             description="No Cloud Run canary this run."),
     }  # fmt: skip
-    for key, (section, text) in OVERRIDABLE.items():
+    for key, (section, title) in OVERRIDABLE.items():
         current = getattr(getattr(plan, section), key)
-        params[key] = Param(None, type=["null", "number"], title=key,
-                            description=f"override: {text} (plan: {current})")  # fmt: skip
+        empty = f"the plan's {current:g}" if current is not None else "not checked (the plan sets no limit)"
+        params[key] = Param(None, type=["null", "number"], title=title,
+                            description=f"Empty: {empty}. A number overrides it for this run.")  # fmt: skip
     return params
 
 
