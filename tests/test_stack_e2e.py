@@ -7,6 +7,7 @@ broker keys are gone afterwards.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -82,6 +83,10 @@ def test_demo_on_local_executor(tmp_path, metadata_db):
     try:
         api, run, states, tasks = _run_demo(stack)
         _assert_demo_ran(run, states, tasks, stack.logs)
+        # the judge's log: one readable line per index, not the whole returned evidence
+        log = api.task_log(DAG_ID, run["dag_run_id"], "worklogs.judge")
+        assert re.search(r"(KEEP  |REVERT) dbopt_\w+ on \w+: .*p95 [\d.]+→[\d.]+ ms, p=", log), log[-3000:]
+        assert "Returned value was" not in log
         # the UI's connection form offers dbopt's connection types
         hook_meta = {h["connection_type"] for h in api.call("GET", "/ui/connections/hook_meta")}
         assert {"sqlite", "mysql", "postgres"} <= hook_meta

@@ -8,7 +8,7 @@ run created" is judged against the index inventory taken before the first change
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +172,11 @@ def hold_unmeasurable(advice: dict[str, Any], queries: list[dict[str, Any]]) -> 
     return advice | {"create": [], "not_built": advice["create"], "not_built_reason": NO_QUERIES}
 
 
-def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Real latencies of the queries: the plan's iterations spread over up to 5 shuffled rounds."""
+def benchmark(
+    plan: Plan, target: Target, queries: list[dict[str, Any]], progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Real latencies of the queries: the plan's iterations spread over up to 5 shuffled rounds
+    (``progress(done, total)`` after every run: task-log lines, a terminal progress bar)."""
     from dbopt.bench import BenchQuery, measure
 
     if not queries:
@@ -181,7 +184,8 @@ def benchmark(plan: Plan, target: Target, queries: list[dict[str, Any]]) -> dict
     b = plan.benchmark
     rounds = min(5, b.iterations)
     bq = [BenchQuery(name=q["name"], sql=tuple(q["sql"])) for q in queries]
-    return measure(target, bq, iterations=-(-b.iterations // rounds), warmup=b.warmup, rounds=rounds).to_dict()
+    iterations = -(-b.iterations // rounds)
+    return measure(target, bq, iterations=iterations, warmup=b.warmup, rounds=rounds, progress=progress).to_dict()
 
 
 def check_access(target: Target, tables: Iterable[str] = ()) -> None:

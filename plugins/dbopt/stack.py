@@ -244,6 +244,12 @@ class Api:
             time.sleep(3)
         raise TimeoutError(f"{dag_id} {run_id} still running after {timeout:.0f}s")
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        reply = self.session.get(f"{self.base}{path}", headers={"Accept": "text/plain"}, timeout=60)
+        reply.raise_for_status()
+        return reply.text
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         tis = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 500})
         return {(t["task_id"] if t["map_index"] < 0 else f"{t['task_id']}[{t['map_index']}]"): t["state"]

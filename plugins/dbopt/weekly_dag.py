@@ -14,6 +14,7 @@ failed_run_watcher fails the run when any task failed (the report itself always 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ from dbopt.run_record import canary_group_id, step_recorder
 from dbopt.targets.base import IndexSpec, Target
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
+LOG = logging.getLogger("dbopt")
 OVERRIDABLE = {  # trigger-form field → (plan section, the form's title)
     "p95_ms_max": ("health_gate", "Health gate: p95 latency limit (ms)"),
     "error_rate_max_pct": ("health_gate", "Health gate: error-rate limit (%)"),
@@ -143,12 +145,15 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
                 advice = pipeline.hold_unmeasurable(pipeline.advise(p, target, workload), queries)
                 return advice | {"queries": queries}
 
-        @task
+        @task(show_return_value_in_logs=False)  # raw samples: the report shows them
         def benchmark(queries: list[dict[str, Any]], _after: dict[str, Any] | None = None) -> dict[str, Any]:
             """Real latencies of the benchmark queries (``_after``: runs after the verification)."""
+            from dbopt.tasklog import Counter, Ticker
+
             p, _ = _context_plan(plan)
-            with opened_target(spec.conn_id) as target:
-                return pipeline.benchmark(p, target, queries)
+            runs = Counter("benchmark")
+            with opened_target(spec.conn_id) as target, Ticker(runs.status, LOG.info):
+                return pipeline.benchmark(p, target, queries, progress=runs.update)
 
         @task
         def to_build(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,8 +162,11 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
 
         @task(retries=2, retry_delay=pendulum.duration(seconds=5))
         def create_index(spec_: dict[str, Any]) -> dict[str, Any]:
+            from dbopt.tasklog import Ticker, index_build_probe
+
             p, dry = _context_plan(plan)
-            with opened_target(spec.conn_id) as target:
+            url = DbTargetHook(spec.conn_id).url.render_as_string(hide_password=False)
+            with opened_target(spec.conn_id) as target, Ticker(index_build_probe(url), LOG.info):
                 return pipeline.create_index(p, target, spec_, dry)
 
         @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -167,10 +175,15 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
                 specs = [{"name": c["index"]} for c in (created or [])]
                 return pipeline.verify_plans(target, specs, queries) | {"created": list(created or [])}
 
-        @task
+        @task(show_return_value_in_logs=False)  # the evidence is in XCom and the report; the log gets one line each
         def judge(verification: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+            from dbopt.tasklog import decision_lines
+
             p, _ = _context_plan(plan)
-            return pipeline.keep_or_revert(p, verification["created"], verification, before, after)
+            decision = pipeline.keep_or_revert(p, verification["created"], verification, before, after)
+            for line in decision_lines(decision):
+                LOG.info(line)
+            return decision
 
         @task.branch
         def keep_or_revert(decision: dict[str, Any]) -> str:
