@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from dbopt.demo import prepare
-from dbopt.stack import Api, Stack, StackConfig
+from dbopt.rest_api import Api
+from dbopt.stack import Stack, StackConfig
 from tests.conftest import PG_ADMIN
 
 ROOT = Path(__file__).resolve().parents[1]

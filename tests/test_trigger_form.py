@@ -8,7 +8,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from dbopt.stack import Api, Stack, StackConfig
+from dbopt.rest_api import Api
+from dbopt.stack import Stack, StackConfig
 from dbopt.weekly_dag import OVERRIDABLE
 from tests.browser import chromium_page
 
