@@ -79,7 +79,8 @@ mariadb -uroot -h"$MYHOST_ADDR" -e "UPDATE performance_schema.setup_consumers SE
 [ "$(mariadb -uroot -h"$MYHOST_ADDR" -Nse "SELECT COUNT(*) FROM information_schema.PLUGINS
   WHERE PLUGIN_NAME = 'METADATA_LOCK_INFO'")" = "1" ] || mariadb -uroot -h"$MYHOST_ADDR" -e "INSTALL SONAME 'metadata_lock_info'"
 my_ok || { echo "test-services: MariaDB did not come back after restart; see /var/log/mysql/error.log" >&2; exit 1; }
-# Redis for the cache tests (database 13, their own keys only); started if down, never restarted.
+# Redis: the cache tests (database 13, their own keys only) and the Celery broker of the end-to-end test
+# (tests/test_stack_e2e.py, its own DB number and key prefix); started if down, never restarted.
 redis_ok() { redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; }
 redis_ok || redis-server --bind 127.0.0.1 --port 6379 --daemonize yes >/dev/null
 for _ in $(seq 30); do redis_ok && break; sleep 1; done

@@ -20,6 +20,7 @@ import yaml
 from dbopt import pipeline, replay_safety
 from dbopt.plan import Plan, PlanError, load_plan
 from dbopt.targets import TargetError, dialect_of, open_target
+from dbopt.tasklog import terminal_bar
 
 
 def _plan_for(args: argparse.Namespace) -> Plan:
@@ -126,7 +127,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "(dbopt replays one read-only SELECT per query)", file=sys.stderr)  # fmt: skip
         return 1
     with open_target(args.url) as target:
-        result = pipeline.benchmark(plan, target, queries)
+        result = pipeline.benchmark(plan, target, queries, progress=terminal_bar("benchmark", sys.stderr))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -165,10 +166,11 @@ def apply(plan: Plan, target: Any, dry_run: bool, bench: Any = None) -> dict[str
     workload = pipeline.extract_workload(plan, target)
     queries = pipeline.bench_queries(plan, workload, target.dialect)
     advice = pipeline.hold_unmeasurable(pipeline.advise(plan, target, workload), queries)
-    before = pipeline.benchmark(plan, bench or target, queries)
+    before = pipeline.benchmark(plan, bench or target, queries, progress=terminal_bar("benchmark before", sys.stderr))
     created = [pipeline.create_index(plan, target, s, dry_run) for s in advice["create"]]
     verification = pipeline.verify_plans(target, [{"name": c["index"]} for c in created], queries)
-    after = pipeline.benchmark(plan, bench or target, queries, built=created, owner=target)
+    after = pipeline.benchmark(plan, bench or target, queries, built=created, owner=target,
+                               progress=terminal_bar("benchmark after", sys.stderr))  # fmt: skip
     decision = pipeline.keep_or_revert(plan, created, verification, before, after)
     reverted = pipeline.revert_indexes(plan, target, advice, decision, dry_run)
     return {"workload": len(workload), "advice": advice, "created": created, "verification": verification,

@@ -8,7 +8,7 @@ run created" is judged against the index inventory taken before the first change
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +227,7 @@ def benchmark(
     queries: list[dict[str, Any]],
     built: list[dict[str, Any]] | None = None,
     owner: Target | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Real latencies of the queries: the plan's iterations spread over shuffled rounds.
 
@@ -237,7 +238,8 @@ def benchmark(
     run created without rebuilding them (``Target.index_hiding``), both arms are measured now,
     interleaved — the "before" arm under "before_arm" — and a dry run measures the same configuration
     in both. Elsewhere this is the after phase, judged against bench_before's. ``owner`` (default
-    ``target``) hides the indexes: a read-only benchmark user cannot ALTER.
+    ``target``) hides the indexes: a read-only benchmark user cannot ALTER. ``progress(done, total)``
+    after every run: task-log lines, a terminal progress bar.
     """
     from dbopt import replay_safety
     from dbopt.bench import BenchQuery, measure
@@ -263,7 +265,8 @@ def benchmark(
             except CannotHide as err:
                 interleave = {"interleave_refused": str(err)}
     rounds = min(5, b.iterations)
-    result = measure(target, bq, iterations=-(-b.iterations // rounds), warmup=b.warmup, rounds=rounds).to_dict()
+    iterations = -(-b.iterations // rounds)
+    result = measure(target, bq, iterations=iterations, warmup=b.warmup, rounds=rounds, progress=progress).to_dict()
     return result | {"design": "before_after", "refused": refused} | interleave
 
 

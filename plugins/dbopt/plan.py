@@ -284,6 +284,9 @@ class MonitorSpec(Strict):
         "rollback", description="the safe state when the evidence stays inconclusive (no data is not a pass)"
     )
     revert_indexes_on_rollback: bool = False
+    mode: Literal["deferrable", "poke"] = Field(
+        "deferrable", description="deferrable: the triggerer waits, no worker slot held; poke: a worker does"
+    )
 
     @model_validator(mode="after")
     def _interval(self) -> MonitorSpec:

@@ -14,6 +14,7 @@ failed_run_watcher fails the run when any task failed (the report itself always 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,13 +34,14 @@ from dbopt.runlock import hold_target, release_run
 from dbopt.targets.base import IndexSpec, Target
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
-OVERRIDABLE = {
-    "p95_ms_max": ("health_gate", "p95 latency limit for GO (ms)"),
-    "error_rate_max_pct": ("health_gate", "error-rate limit for GO (%)"),
-    "cache_hit_ratio_min": ("health_gate", "minimum cache hit ratio for GO (0..1)"),
-    "replication_lag_ms_max": ("health_gate", "replication lag limit for GO (ms)"),
-    "long_transactions_max": ("health_gate", "most long transactions allowed for GO"),
-    "storage_budget_mb": ("indexes", "storage budget for new indexes (MB)"),
+LOG = logging.getLogger("dbopt")
+OVERRIDABLE = {  # trigger-form field → (plan section, the form's title)
+    "p95_ms_max": ("health_gate", "Health gate: p95 latency limit (ms)"),
+    "error_rate_max_pct": ("health_gate", "Health gate: error-rate limit (%)"),
+    "cache_hit_ratio_min": ("health_gate", "Health gate: minimum cache hit ratio (0..1)"),
+    "replication_lag_ms_max": ("health_gate", "Health gate: replication lag limit (ms)"),
+    "long_transactions_max": ("health_gate", "Health gate: most long transactions allowed"),
+    "storage_budget_mb": ("indexes", "Storage budget for new indexes (MB)"),
 }
 
 
@@ -59,14 +61,15 @@ def effective_plan(plan: Plan, params: dict[str, Any]) -> Plan:
 def _params(plan: Plan) -> dict[str, Param]:
     params = {
         "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="compute and report everything, change nothing"),
+                         description="Compute and report everything, change nothing."),
         "skip_deploy": Param(False, type="boolean", title="Skip deploy",
-                             description="no Cloud Run canary this run"),
+                             description="No Cloud Run canary this run."),
     }  # fmt: skip
-    for key, (section, text) in OVERRIDABLE.items():
+    for key, (section, title) in OVERRIDABLE.items():
         current = getattr(getattr(plan, section), key)
-        params[key] = Param(None, type=["null", "number"], title=key,
-                            description=f"override: {text} (plan: {current})")  # fmt: skip
+        empty = f"the plan's {current:g}" if current is not None else "not checked (the plan sets no limit)"
+        params[key] = Param(None, type=["null", "number"], title=title,
+                            description=f"Empty: {empty}. A number overrides it for this run.")  # fmt: skip
     return params
 
 
@@ -134,6 +137,14 @@ def _context_plan(plan: Plan) -> tuple[Plan, bool]:
     return effective_plan(plan, params), bool(params.get("dry_run"))
 
 
+def _description(plan: Plan) -> str:
+    """The plan's first line, with the schedule's time zone: Airflow 3.3's API reports every DAG's
+    timezone as the server default, and the UI shows only the cron string."""
+    first = plan.description.strip().splitlines()[0] if plan.description.strip() else plan.id
+    when = f"{plan.schedule.cron} ({plan.schedule.timezone})" if plan.schedule.cron else "manual runs only"
+    return f"{first} — {when}"
+
+
 def _doc(plan: Plan, source: Path) -> str:
     targets = ", ".join(f"`{t.name}` ({t.dialect}, connection `{t.conn_id}`)" for t in plan.targets)
     return (
@@ -173,14 +184,21 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
                 advice = pipeline.hold_unmeasurable(pipeline.advise(p, target, workload), queries)
                 return advice | {"queries": queries}
 
-        @task
+        @task(show_return_value_in_logs=False)  # raw samples: the report shows them
         def benchmark(queries: list[dict[str, Any]], _after: dict[str, Any] | None = None) -> dict[str, Any]:
             """Real latencies of the benchmark queries (``_after``: the verification, whose build results
             let bench_after hide the new indexes for an interleaved before arm)."""
+            from dbopt.tasklog import Counter, Ticker
+
             p, _ = _context_plan(plan)
             built = _after["created"] if _after else None
-            with opened_target(spec.conn_id) as owner, _replay_target(spec.bench_conn_id, owner) as target:
-                return pipeline.benchmark(p, target, queries, built=built, owner=owner)
+            runs = Counter("benchmark")
+            with (
+                opened_target(spec.conn_id) as owner,
+                _replay_target(spec.bench_conn_id, owner) as target,
+                Ticker(runs.status, LOG.info),
+            ):
+                return pipeline.benchmark(p, target, queries, built=built, owner=owner, progress=runs.update)
 
         @task
         def to_build(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -189,8 +207,11 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
 
         @task(retries=2, retry_delay=pendulum.duration(seconds=5))
         def create_index(spec_: dict[str, Any]) -> dict[str, Any]:
+            from dbopt.tasklog import Ticker, index_build_probe
+
             p, dry = _context_plan(plan)
-            with opened_target(spec.conn_id) as target:
+            url = DbTargetHook(spec.conn_id).url.render_as_string(hide_password=False)
+            with opened_target(spec.conn_id) as target, Ticker(index_build_probe(url), LOG.info):
                 return _fail_on_problem(pipeline.create_index(p, target, spec_, dry))
 
         # after failed builds too: the indexes the other builds made are still judged (and reverted)
@@ -204,10 +225,15 @@ def _target_group(plan: Plan, spec: TargetSpec, reports_dir: Path) -> tuple[Any,
                 specs = [{"name": c["index"]} for c in (created or [])]
                 return pipeline.verify_plans(target, specs, queries) | {"created": list(created or [])}
 
-        @task
+        @task(show_return_value_in_logs=False)  # the evidence is in XCom and the report; the log gets one line each
         def judge(verification: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+            from dbopt.tasklog import decision_lines
+
             p, _ = _context_plan(plan)
-            return pipeline.keep_or_revert(p, verification["created"], verification, before, after)
+            decision = pipeline.keep_or_revert(p, verification["created"], verification, before, after)
+            for line in decision_lines(decision):
+                LOG.info(line)
+            return decision
 
         @task.branch
         def keep_or_revert(decision: dict[str, Any]) -> str:
@@ -313,7 +339,8 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
             plan=m.analysis_plan(),
             sources=sources,
             database_conn_id=plan.targets[0].conn_id,
-            mode="poke",
+            deferrable=m.mode == "deferrable",  # the triggerer waits out the analysis (up to duration_s)
+            mode="poke",  # only when not deferred (plan: monitor.mode: poke)
         )
 
         @task.branch
@@ -321,10 +348,11 @@ def _canary_group(plan: Plan, service: ServiceRef) -> tuple[Any, Any]:
             return f"{group}.promote" if outcome["decision"] == "promote" else f"{group}.rollback"
 
         promote = CloudRunPromoteOperator(task_id="promote", deployment=deploy.output, **gcp)
-        # Rollback runs when chosen, and also when the canary machinery failed (the old revision is the
-        # safe state); a branch to promote skips it directly, and a skipped deploy skips it too.
-        rollback = CloudRunRollbackOperator(
-            task_id="rollback", deployment=deploy.output, trigger_rule=TriggerRule.NONE_SKIPPED, **gcp
+        # Rollback runs when chosen, and also when the canary machinery failed after a deploy (the old
+        # revision is the safe state). It is deploy's teardown: a deploy that did not succeed (an earlier
+        # failure, a skip) means no rollback; a branch to promote skips it directly.
+        rollback = CloudRunRollbackOperator(task_id="rollback", deployment=deploy.output, **gcp).as_teardown(
+            setups=deploy, on_failure_fail_dagrun=True
         )
         decided = promote_or_rollback(monitor.output)
         deploy >> shift >> monitor >> decided >> [promote, rollback]
@@ -357,7 +385,7 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
     """The weekly DAG of a valid plan."""
     with DAG(
         dag_id=plan.dag_id,
-        description=plan.description.strip().splitlines()[0] if plan.description.strip() else plan.id,
+        description=_description(plan),
         schedule=plan.schedule.cron,
         start_date=START.in_timezone(plan.schedule.timezone),
         catchup=False,
@@ -380,10 +408,16 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
 
         @task
         def health_check() -> dict[str, Any]:
+            from dbopt.guardrails import window_gate
             from dbopt.metrics.health_gate import health_gate
             from dbopt.metrics.sources import DatabaseSource
 
             p, _ = _context_plan(plan)
+            ctx = get_current_context()
+            moments = {"logical time": ctx.get("logical_date"), "start": ctx["dag_run"].start_date}
+            if (outside := window_gate(p, moments)) is not None:
+                print(f"NO-GO: {outside['reason']}")
+                return outside
             rules = pipeline.gate_rules(p.health_gate)
             results = {}
             for spec in p.targets:
@@ -450,7 +484,9 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
                 canary_groups.append(cg.group_id)
                 gate_task >> cg
                 list(ends) >> final
-        list(dag.tasks) >> failed_run_watcher()
+        # a setup (deploy) may only be followed by all_success tasks or its teardown; its failure still
+        # reaches the watcher as its downstream's upstream_failed
+        [t for t in dag.tasks if not t.is_setup] >> failed_run_watcher()
     return dag
 
 

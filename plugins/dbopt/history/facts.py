@@ -195,7 +195,7 @@ def outcome(record: Record) -> str:
     can = canary(record) or {}
     if decision == "NO-GO":
         word = "no_go"
-    elif any(c["status"] == "failed" for c in changes):
+    elif any(c["status"] == "failed" for c in changes) or record.get("first_failure"):
         word = "failed"
     elif can.get("rolled_back"):
         word = "rolled_back"

@@ -68,10 +68,7 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
         "name": name,
         "dialect": data.get("dialect", "?"),
         "conn_id": data.get("conn_id", "?"),
-        "steps": [
-            {"step": s, "what": what, "ran": data.get(s) is not None, "needed": _needed(s, data)}
-            for s, what in TARGET_STEPS
-        ],
+        "steps": [_step(record, name, s, what, data) for s, what in TARGET_STEPS],
         "statements": [_pick(s, STATEMENT_KEYS) for s in statements[:TOP_STATEMENTS]],
         "statements_total": len(statements),
         "workload_source": next((s.get("source") for s in statements if s.get("source")), None),
@@ -107,6 +104,14 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
     }
 
 
+def _step(record: Mapping[str, Any], name: str, step: str, what: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A step with the state Airflow gave its task (upstream_failed and skipped shown as such); records
+    without states (older runs) fall back to whether the step returned anything."""
+    state = (record.get("task_states") or {}).get(f"{name}.{step}")
+    ran = state == "success" if state else data.get(step) is not None
+    return {"step": step, "what": what, "ran": ran, "needed": _needed(step, data), "state": state}
+
+
 def _needed(step: str, data: Mapping[str, Any]) -> bool:
     """A revert runs only when the judge found something to revert: its absence otherwise is normal."""
     if step == "revert_indexes":
@@ -123,6 +128,8 @@ def _canary(record: Mapping[str, Any]) -> dict[str, Any] | None:
 def _notes(record: Mapping[str, Any], gate: dict[str, Any] | None, targets: list[dict[str, Any]]) -> list[str]:
     """What the reader must know to read the figures right (what did not run, and why it may not have)."""
     notes = []
+    if failure := record.get("first_failure"):
+        notes.append(f"First failure: {failure['task']}: {failure.get('error') or 'no message recorded'}")
     if facts.is_dry_run(record):
         notes.append("Dry run: nothing was changed; DDL shown is what would have run.")
     if gate is None:

@@ -8,31 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.configuration import conf
 
 from dbopt.metrics.analysis import AnalysisPlan, AnalysisState, advance, outcome, replay, start
 from dbopt.metrics.rules import check_sources
 from dbopt.metrics.sources import DatabaseSource, MetricSource, close_all, sources_from_config
-from dbopt.triggers.canary import CanaryAnalysisTrigger
-
-
-def resolved_sources(sources: Mapping[str, dict[str, Any]], database_conn_id: str | None) -> dict[str, dict[str, Any]]:
-    """Source configs with their connections resolved when the task runs: a ``cloud_monitoring`` source's
-    ``gcp_conn_id`` becomes that connection's credentials (key_path, keyfile_dict, impersonation …), and
-    ``database_conn_id`` the "database" source's URL."""
-    configs = dict(sources)
-    for name, config in configs.items():
-        if config.get("kind") == "cloud_monitoring" and "gcp_conn_id" in config:
-            from dbopt.hooks.gcp import GcpBaseHook
-
-            extra = GcpBaseHook.get_connection(config["gcp_conn_id"]).extra_dejson
-            configs[name] = {**{k: v for k, v in config.items() if k != "gcp_conn_id"}, "credentials": extra}
-    if database_conn_id:
-        from dbopt.hooks.database import DbTargetHook
-
-        url = DbTargetHook(database_conn_id).url.render_as_string(hide_password=False)
-        configs["database"] = {"kind": "database", **configs.get("database", {}), "url": url}
-    return configs
+from dbopt.triggers.canary import CanaryAnalysisTrigger, resolve_sources
 
 
 class CanaryAnalysisSensor(BaseSensorOperator):
@@ -51,8 +31,9 @@ class CanaryAnalysisSensor(BaseSensorOperator):
     :param plan: ``AnalysisPlan`` as plain data (rules, interval_s, deadline_s, limits, safe_state).
     :param sources: source name → ``MetricSource.to_config()`` (rules use "metrics" / "database" by default).
     :param database_conn_id: an Airflow connection whose database becomes the "database" source; resolved
-        when the task runs, so no credentials sit in the DAG or its rendered template fields. Likewise a
-        ``cloud_monitoring`` source's ``gcp_conn_id`` becomes that Google connection's credentials.
+        where the analysis runs (worker or triggerer), so no credentials sit in the DAG, its rendered template
+        fields or the serialized trigger. Likewise a ``cloud_monitoring`` source's ``gcp_conn_id`` becomes that
+        Google connection's credentials.
     """
 
     template_fields: Sequence[str] = ("plan", "sources")
@@ -63,7 +44,7 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         *,
         plan: dict[str, Any],
         sources: dict[str, dict[str, Any]],
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = True,  # the analysis runs for minutes: by default no worker slot waits on it
         database_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -83,7 +64,7 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         self._state: AnalysisState | None = None
 
     def _source_configs(self) -> dict[str, dict[str, Any]]:
-        return resolved_sources(self.sources, self.database_conn_id)
+        return resolve_sources(self.sources, self.database_conn_id)
 
     def _load(self) -> tuple[AnalysisPlan, dict[str, MetricSource]]:
         plan = AnalysisPlan.from_dict(self.plan)
@@ -106,7 +87,10 @@ class CanaryAnalysisSensor(BaseSensorOperator):
             close_all(sources)  # validated; the trigger builds its own in the triggerer
             self.defer(
                 trigger=CanaryAnalysisTrigger(
-                    plan=plan.to_dict(), sources=self._source_configs(), started_at=time.time()
+                    plan=plan.to_dict(),
+                    sources=dict(self.sources),
+                    started_at=time.time(),
+                    database_conn_id=self.database_conn_id,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout),
