@@ -1,4 +1,5 @@
-# Two entry points (see README): `make demo` and `make test`. Everything else is a step of those.
+# Three entry points (see README): `make demo`, `make test` and `make up` (with `make down`).
+# Everything else is a step of those.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -10,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: demo test venv services airflow-db lint bench clean
+.PHONY: demo test up down venv services airflow-db lint bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -28,6 +29,14 @@ services:
 
 demo: airflow-db
 	$(BIN)/python -m dbopt.demo
+
+# Airflow's real components on this machine (api-server on 127.0.0.1, scheduler, dag-processor,
+# triggerer), PostgreSQL metadata database when one answers; prints the URL and the login.
+up: venv
+	$(BIN)/python -m dbopt.stack up
+
+down:
+	$(BIN)/python -m dbopt.stack down
 
 test: venv services airflow-db
 	$(BIN)/ruff check .

@@ -2,7 +2,7 @@
 
 pg_qualstats 2.x returns ``{"indexes": [{"ddl": …, "queryids": […]}, …], "unoptimised": […]}``;
 older packages return the DDL strings directly. Its DDL names no index (``CREATE INDEX ON …``), so
-PostgreSQL picks the names; the benchmark applies the statements as they are.
+PostgreSQL picks the names; the benchmark applies its distinct statements as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def qualstats_advice(target: Target) -> QualstatsAdvice:
     call = f"SELECT pg_qualstats_index_advisor(min_filter => {MIN_FILTER}, min_selectivity => {MIN_SELECTIVITY})"
     raw = target.execute(call)[0][0]
     data = json.loads(raw) if isinstance(raw, str) else raw
-    ddl = [ix["ddl"] if isinstance(ix, dict) else ix for ix in data.get("indexes") or []]
+    # its distinct set: the function repeats one DDL once per query it serves
+    ddl = list(dict.fromkeys(ix["ddl"] if isinstance(ix, dict) else ix for ix in data.get("indexes") or []))
     unoptimised = [u["qual"] if isinstance(u, dict) else u for u in data.get("unoptimised") or []]
     return QualstatsAdvice(ddl=ddl, unoptimised=unoptimised, call=call)
 

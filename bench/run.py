@@ -23,9 +23,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.engines import ENGINES, ROOT, Engine, drop_secondary_indexes, refresh_index_sizes, secondary_indexes
+from bench.keys import build_hand_set, key_led, run_key_updates
 from bench.nogain import TRAP_QUERY, run_forced_index
 from bench.qualstats import apply_qualstats, qualstats_advice
 from bench.report import key, mb, redundant_pairs, table, trap_violations
+from bench.stability import check_stability
 from bench.synthetic import synthetic_workload
 from bench.workload_timing import (
     MIX_STATEMENTS,
@@ -49,6 +51,8 @@ from dbopt.targets.common import mark_redundant
 RESULTS = ROOT / "var" / "bench" / "last.json"
 ADVICE_STATEMENTS = 200
 ADVICE_LIMIT_S = 10.0
+REPLAY_ATTEMPTS = 3
+STATEMENTS_RESET_AT = "SELECT stats_reset FROM pg_stat_statements_info"
 
 
 def bench_plan(dialect: str) -> Plan:
@@ -67,15 +71,32 @@ def load(engine: Engine, args: argparse.Namespace) -> tuple[str, dict[str, Any]]
     """Fresh database, demo data at the scale, workload replayed into the engine's statistics."""
     url = engine.fresh()
     gen = generate(url, args.scale)
-    with open_target(url) as target:
-        if engine.dialect == "postgres":
-            target.execute("VACUUM ANALYZE")  # a settled table: visibility map and hint bits set
-            # The bulk load is not the application's write rate: the advisor's write penalty reads
-            # the tables' write counters, so they start from zero and count the replay's INSERTs.
-            target.execute("SELECT pg_stat_reset()")
-        target.reset_workload()
+    started_at = datetime.now(UTC)
+    # No table counter is reset after the bulk load, as on a production database: the advisor weighs
+    # the writes of the measured window, never lifetime table counters. MariaDB's digest table is a
+    # fixed-size store for the whole server (full, new statements land in one overflow row), so it is
+    # emptied, as a DBA sizing it would; PostgreSQL's pg_stat_statements keeps the load.
+    if engine.dialect == "mysql":
+        with open_target(url) as target:
+            target.reset_workload()
     started = time.perf_counter()
     rep = replay(url, statements=args.replay, scale=args.scale)
+    if engine.dialect == "postgres":
+        # pg_stat_statements is one store for the whole server: another session's global reset during
+        # the replay empties the window (not what this benchmark measures), so the replay is repeated
+        for attempt in range(REPLAY_ATTEMPTS):
+            with open_target(url) as target:
+                reset_during = target.execute(STATEMENTS_RESET_AT)[0][0] > started_at
+            if not reset_during:
+                break
+            say(f"pg_stat_statements was reset by another session during the replay: replaying again ({attempt + 1})")
+            started_at = datetime.now(UTC)
+            rep = replay(url, statements=args.replay, scale=args.scale)
+    if engine.dialect == "mysql":  # single-row UPDATEs by primary key, with the reads in the digests
+        with open_target(url) as target:
+            say(
+                f"key updates: {run_key_updates(target, args.scale, args.key_updates)} UPDATE … WHERE <primary key> = n"
+            )
     say(
         f"data: {sum(gen.rows.values()):,} rows in {gen.total_s:.1f} s "
         f"({', '.join(f'{t} {n:,}' for t, n in gen.rows.items())}); "
@@ -204,6 +225,7 @@ def bench_engine(engine: Engine, args: argparse.Namespace) -> dict[str, Any]:
         if engine.dialect == "postgres":
             qs = qualstats_advice(target)  # before any benchmark query adds to its statistics
             out["qualstats"] = qs.to_dict()
+            out["stability"] = check_stability(target, plan, bench_policy(plan), say)
             say(f"pg_qualstats advice ({qs.call}): {len(qs.ddl)} statements")
             for ddl in qs.ddl:
                 say(f"  {ddl}")
@@ -213,6 +235,11 @@ def bench_engine(engine: Engine, args: argparse.Namespace) -> dict[str, Any]:
         else:
             out["composites"] = [key(IndexSpec.from_dict(s)) for s in out["dbopt"]["create"] if len(s["columns"]) > 1]
             say(f"  composite indexes found: {', '.join(out['composites']) or 'none'}")
+        if engine.dialect == "mysql":
+            specs = [IndexSpec.from_dict(s) for s in out["dbopt"]["create"]]
+            out["key_led"] = key_led(specs, target.indexes())
+            say(f"  indexes led by a primary/unique key: {', '.join(out['key_led']) or 'none'}")
+            configs["hand"] = lambda: build_hand_set(target)
         out["advice_time"] = advice_time(target)
 
         reads = read_set(engine.dialect, args.scale, args.variants)
@@ -228,6 +255,10 @@ def bench_engine(engine: Engine, args: argparse.Namespace) -> dict[str, Any]:
             target, configs, reads, args.rounds, inserts, lambda: drop_secondary_indexes(target), take_inventory
         )
         out |= report_configs(timings, indexes, reads, versus)
+        if "hand" in timings:
+            ratio, low, high = total_ratio(timings["hand"], timings["dbopt"], reads)
+            out["hand_ratio"] = {"ratio": ratio, "ci_low": low, "ci_high": high}
+            say(f"dbopt / hand-built workload time (Σ share × median): ×{ratio:.3f} (95% CI {low:.3f}–{high:.3f})")
         if engine.dialect == "postgres":
             say("\nno-gain check: an index on sessions.status forced through a plan (dbopt.cli.apply)")
             trap = next(q for q in reads.queries if q.name == TRAP_QUERY)
@@ -298,8 +329,8 @@ def acceptance(out: dict[str, Any]) -> list[dict[str, Any]]:
                 + ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))),
             ),
             (
-                "no more index bytes than pg_qualstats",
-                d["index MB"] <= q["index MB"],
+                "at most 85% of pg_qualstats' index bytes (its distinct set)",
+                d["index MB"] <= 0.85 * q["index MB"],
                 f"{d['index MB']:.1f} MB ({d['indexes']} indexes) vs {q['index MB']:.1f} MB ({q['indexes']} indexes, "
                 f"{q['redundant']} redundant)",
             ),
@@ -313,6 +344,27 @@ def acceptance(out: dict[str, Any]) -> list[dict[str, Any]]:
                 + ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))),
             )
         )
+    if "hand" in configs:
+        d, h, r = configs["dbopt"], configs["hand"], out["hand_ratio"]
+        found += [
+            ("no index led by a primary/unique key", not out["key_led"], out["key_led"] or "none"),
+            (
+                "at most the hand-built set's bytes, reads no more than 10% slower",
+                d["index MB"] <= h["index MB"] and r["ratio"] <= 1.10,
+                f"{d['index MB']:.1f} MB vs {h['index MB']:.1f} MB; dbopt/hand workload time ×{r['ratio']:.3f} "
+                f"(CI {r['ci_low']:.3f}–{r['ci_high']:.3f})",
+            ),
+        ]
+    if "stability" in out:
+        st = out["stability"]
+        found += [
+            ("same advice with/without pg_qualstats and after VACUUM ANALYZE", st["identical"],
+             {label: r["set"] for label, r in st["runs"].items()}),
+            ("non-empty advice with counters not reset, only pg_stat_statements + hypopg", st["non_empty"],
+             {label: len(r["set"]) for label, r in st["runs"].items()}),
+            ("every statement without an index has a reason", st["all_explained"],
+             {label: len(r["unexplained"]) for label, r in st["runs"].items()}),
+        ]  # fmt: skip
     if "no_gain" in out:
         ng = out["no_gain"]
         reverted = [r["index"] for r in ng["reverted"] if r["status"] == "dropped"]
@@ -350,6 +402,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", type=int, default=5, help="concrete value sets per query, each run once a round")
     p.add_argument("--inserts", type=int, default=100, help="INSERTs per written table for the insert latency")
     p.add_argument("--replay", type=int, default=500, help="workload statements replayed to fill the statistics")
+    p.add_argument("--key-updates", type=int, default=200, help="MariaDB: UPDATEs by primary key per table")
     p.add_argument("--keep", action="store_true", help="keep the benchmark databases afterwards")
     return p
 

@@ -3,6 +3,8 @@
 Reads ``include/scaling/rules.yaml`` (param ``rules_file``), works out the min/max instances each
 (service, region) should have at the run's logical time and changes only the services that differ,
 through the connection ``gcp_conn_id``. ``dry_run`` logs the changes without applying them.
+Rules with a ``forecast:`` read each service's hourly peak concurrency from Prometheus (``metrics_conn_id``)
+and set min instances from it; without that history their fixed windows decide.
 The task returns the list of changes. Parsing this file reads nothing and calls nothing.
 """
 
@@ -30,6 +32,7 @@ RULES_FILE = Path(__file__).resolve().parents[1] / "include" / "scaling" / "rule
         "dry_run": Param(False, type="boolean", description="Log the changes, apply nothing."),
         "rules_file": Param(str(RULES_FILE), type="string", description="Scaling rules YAML."),
         "gcp_conn_id": Param("google_cloud_run", type="string", description="Google Cloud connection."),
+        "metrics_conn_id": Param("prometheus_default", type="string", description="Prometheus, for forecasts."),
     },
 )
 def dbopt_scaling() -> None:
@@ -45,8 +48,17 @@ def dbopt_scaling() -> None:
         now = context["logical_date"] or context["dag_run"].run_after
         from dbopt.history import HistoryStore
 
+        traffic = None
+        if any(rule.forecast for rule in rules.rules):
+            from airflow.sdk import BaseHook
+
+            from dbopt.cloud.forecast_history import fetch_history
+
+            conn = BaseHook.get_connection(params["metrics_conn_id"])
+            traffic = fetch_history(f"{conn.schema or 'http'}://{conn.host}:{conn.port or 9090}", rules,
+                                    now.timestamp())  # fmt: skip
         run = CloudRunHook(params["gcp_conn_id"]).client
-        changes = [change.to_dict() for change in apply_scaling(run, rules, now, dry_run=params["dry_run"])]
+        changes = [c.to_dict() for c in apply_scaling(run, rules, now, dry_run=params["dry_run"], history=traffic)]
         if not params["dry_run"]:
             with HistoryStore() as history:  # the daily report's scaling section
                 history.record_scaling(context["dag"].dag_id, context["run_id"], changes,

@@ -8,7 +8,7 @@ set -euo pipefail
 PGHOST_ADDR=${DBOPT_PG_HOST:-127.0.0.1}
 MYHOST_ADDR=${DBOPT_MYSQL_HOST:-127.0.0.1}
 need_pkgs=()
-for p in postgresql-15-hypopg postgresql-15-pg-qualstats prometheus sqlite3 chromium; do
+for p in postgresql-15-hypopg postgresql-15-pg-qualstats prometheus sqlite3 chromium redis-server; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then
@@ -79,4 +79,10 @@ mariadb -uroot -h"$MYHOST_ADDR" -e "UPDATE performance_schema.setup_consumers SE
 [ "$(mariadb -uroot -h"$MYHOST_ADDR" -Nse "SELECT COUNT(*) FROM information_schema.PLUGINS
   WHERE PLUGIN_NAME = 'METADATA_LOCK_INFO'")" = "1" ] || mariadb -uroot -h"$MYHOST_ADDR" -e "INSTALL SONAME 'metadata_lock_info'"
 my_ok || { echo "test-services: MariaDB did not come back after restart; see /var/log/mysql/error.log" >&2; exit 1; }
+# Redis: the cache tests (database 13, their own keys only) and the Celery broker of the end-to-end test
+# (tests/test_stack_e2e.py, its own DB number and key prefix); started if down, never restarted.
+redis_ok() { redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; }
+redis_ok || redis-server --bind 127.0.0.1 --port 6379 --daemonize yes >/dev/null
+for _ in $(seq 30); do redis_ok && break; sleep 1; done
+redis_ok || { echo "test-services: Redis is not reachable on 127.0.0.1:6379. Start it with: redis-server --daemonize yes" >&2; exit 1; }
 echo "test-services: PostgreSQL $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show server_version') (preload: $(psql -h "$PGHOST_ADDR" -U postgres -Atqc 'show shared_preload_libraries')), MariaDB $(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select version()') (performance_schema=$(mariadb -uroot -h"$MYHOST_ADDR" -Nse 'select @@performance_schema')) ready"

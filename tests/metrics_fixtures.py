@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import pytest
 import requests
 
 from dbopt.metrics.sources import MetricSource, MetricSourceError, Sample, Series
+from dbopt.stack import free_port
 from include.demo_service.app import seed
 from include.demo_service.load import LoadResult, run_load
 
@@ -65,12 +65,6 @@ APP = ROOT / "include" / "demo_service" / "app.py"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 SCRAPE_S = 1
 QUERY_DELAY_MS = 30  # each request holds its connection this long: pool waits become visible
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -79,7 +79,7 @@ def test_a_pick_no_plan_uses_any_more_is_replaced_within_the_per_table_limit(eve
     alone = {s: coster.cost(LATEST, items[0].parsed, [s]).cost for s in (by_sort, composite)}
     assert alone[composite] < alone[by_sort] / 10  # the composite is far better for the query
 
-    selection = select(items, {0: [by_sort, composite]}, coster, stats, AdvisorPolicy(max_indexes_per_table=1))
+    selection = select(items, {0: [by_sort, composite]}, coster, stats, AdvisorPolicy(max_indexes_per_table=1), {})
     assert [p.spec for p in selection.picks] == [composite]
     assert selection.picks[0].served and selection.final[0].used == {composite.name}
 
@@ -91,7 +91,7 @@ def test_a_pick_another_statement_still_uses_is_kept(events: Target) -> None:
     by_sort = IndexSpec("events", ("created",))
     composite = IndexSpec("events", ("account", "kind", "created"), descending=(False, False, True))
     selection = select(
-        items, {0: [by_sort, composite], 1: [by_sort]}, Coster(events, stats, []), stats, AdvisorPolicy()
+        items, {0: [by_sort, composite], 1: [by_sort]}, Coster(events, stats, []), stats, AdvisorPolicy(), {}
     )
     assert {p.spec for p in selection.picks} == {by_sort, composite}
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dbopt.cloud.cloudrun import CloudRun, ConcurrentModificationError, Deployment, revision_name
+from dbopt.cloud.cloudrun import CloudRun, ConcurrentModificationError, Deployment, RevisionNotReady, revision_name
 from dbopt.cloud.gcp import CloudError, ConfigError, GcpSettings
 from dbopt.cloud.standin import StandIn
 from dbopt.hooks.cloudrun import CloudRunHook
@@ -64,7 +64,7 @@ def _jsonable(value: object) -> object:
 
 def test_deploy_creates_named_revision_without_traffic(stand_in: StandIn, run: CloudRun) -> None:
     record = _jsonable(_deploy())
-    new = revision_name(SERVICE, {"DB_POOL_SIZE": "15"}, None, CONTEXT["run_id"])
+    new = revision_name(SERVICE, {"DB_POOL_SIZE": "15"}, None, CONTEXT["run_id"], REGION)
     assert record == {
         "project": PROJECT,
         "region": REGION,
@@ -72,7 +72,7 @@ def test_deploy_creates_named_revision_without_traffic(stand_in: StandIn, run: C
         "previous_revision": FIRST,
         "new_revision": new,
     }
-    assert _split(stand_in) == [(FIRST, 100, "")]
+    assert _split(stand_in) == [(FIRST, 100, ""), (new, 0, "canary")]  # like deploy --no-traffic --tag canary
     state = run.describe(SERVICE, REGION)
     assert state.latest_ready_revision == new
     assert state.env == {"DB_POOL_SIZE": "15", "LOG_LEVEL": "info"}  # changed one variable, kept the other
@@ -205,3 +205,72 @@ def test_hook_reads_the_connection_extra(stand_in: StandIn, monkeypatch: pytest.
     )
     with pytest.raises(ConfigError, match="'dbopt_no_project' extra: field 'project' is missing"):
         CloudRunHook("dbopt_no_project").settings  # noqa: B018
+
+
+def test_canary_steps_keep_tags_and_targets_they_do_not_own(stand_in: StandIn) -> None:
+    """A ``stable`` tag and a 0% ``preview`` target someone else set survive deploy, steps and promote."""
+    stand_in.run.set_traffic(
+        PATH,
+        [
+            {"type": 1, "percent": 100},
+            {"type": 2, "revision": FIRST, "tag": "stable"},
+        ],
+    )
+    record = _deploy()
+    new = record["new_revision"]
+    assert _split(stand_in) == [(FIRST, 100, ""), (FIRST, 0, "stable"), (new, 0, "canary")]
+    for step in (10, 25, 50):
+        _op(CloudRunShiftTrafficOperator, deployment=record, percent=step).execute(CONTEXT)
+        assert _split(stand_in) == [(FIRST, 100 - step, ""), (FIRST, 0, "stable"), (new, step, "canary")]
+    _op(CloudRunPromoteOperator, deployment=record).execute(CONTEXT)
+    assert _split(stand_in) == [(FIRST, 0, "stable"), (new, 100, "")]
+
+
+def test_rollback_keeps_foreign_tags_and_drops_only_ours(stand_in: StandIn) -> None:
+    record = _deploy()
+    _op(CloudRunShiftTrafficOperator, deployment=record, percent=10).execute(CONTEXT)
+    stand_in.run.set_traffic(
+        PATH, [*stand_in.run.services[PATH]["traffic"], {"type": 2, "revision": FIRST, "tag": "stable"}]
+    )
+    _op(CloudRunRollbackOperator, deployment=record).execute(CONTEXT)
+    assert _split(stand_in) == [(FIRST, 100, ""), (FIRST, 0, "stable")]
+
+
+def test_failed_revision_is_reported_with_its_condition_also_on_retry(stand_in: StandIn) -> None:
+    """The revision crashes at start: the deploy fails with Cloud Run's message; a retried deploy finds the
+    revision and reports the same instead of calling it deployed; traffic never moved."""
+    stand_in.run.fail_next_revision("Container called exit(1).")
+    with pytest.raises(RevisionNotReady, match=r"ready: Container called exit\(1\)\. \[HEALTH_CHECK_CONTAINER_ERROR\]"):
+        _deploy()
+    with pytest.raises(RevisionNotReady, match=r"did not become ready: Container called exit\(1\)"):
+        _deploy()  # the task's retry
+    assert _split(stand_in) == [(FIRST, 100, "")]
+    assert stand_in.run.services[PATH]["latestReadyRevision"].endswith(FIRST)
+
+
+def test_deploy_waits_for_a_revision_that_takes_a_while(stand_in: StandIn) -> None:
+    stand_in.run.ready_after_polls = 3
+    record = _deploy()
+    revision = stand_in.run.revisions[PATH][record["new_revision"]]
+    assert revision["conditions"][0]["state"] == "CONDITION_SUCCEEDED"
+    assert sum(1 for m, p in stand_in.requests if m == "GET" and p.endswith(record["new_revision"])) >= 3
+
+
+def test_transient_errors_are_retried_with_backoff(stand_in: StandIn) -> None:
+    run = CloudRun.connect(GcpSettings.from_extra(stand_in.extra(PROJECT), source="test"), poll_s=0.01, backoff_s=0.01)
+    stand_in.fail_next(503, 429, 500)
+    assert run.describe(SERVICE, REGION).latest_ready_revision == FIRST
+    stand_in.fail_next(503)  # on the write itself
+    assert run.set_scaling(SERVICE, REGION, 1, 10).max_instances == 10
+    short = CloudRun(run._services, run._revisions, PROJECT, backoff_s=0.01, retry_timeout_s=0.05)
+    stand_in.fail_next(*[503] * 50)
+    with pytest.raises(CloudError, match="still failing after retries"):
+        short.describe(SERVICE, REGION)
+
+
+def test_same_change_in_three_regions_gets_three_revision_names(stand_in: StandIn, run: CloudRun) -> None:
+    regions = ("us-central1", "europe-west1", "asia-east1")
+    for region in regions[1:]:
+        stand_in.run.seed(PROJECT, region, SERVICE)
+    names = {run.deploy(SERVICE, r, run_id="w17", env={"DB_POOL_SIZE": "15"}).new_revision for r in regions}
+    assert len(names) == 3

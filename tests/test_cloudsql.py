@@ -93,7 +93,7 @@ def test_operation_in_progress_gives_up_clearly(stand_in: StandIn) -> None:
 def test_busy_retries_are_bounded(stand_in: StandIn, sql: CloudSQL) -> None:
     """409 with no operation to wait for (Google-side work): retry after a pause, a bounded number of times."""
     stand_in.sql.busy_without_operation(PROJECT, INSTANCE, times=2)
-    assert sql.backup(INSTANCE).backup.status == "SUCCESSFUL"
+    assert sql.backup(INSTANCE, "run 1").backup.status == "SUCCESSFUL"
     assert len(stand_in.sql.rejected) == 2
 
     stand_in.sql.busy_without_operation(PROJECT, INSTANCE, times=100)
@@ -106,6 +106,40 @@ def test_busy_retries_are_bounded(stand_in: StandIn, sql: CloudSQL) -> None:
 
 def test_unknown_instance_is_reported(sql: CloudSQL) -> None:
     with pytest.raises(CloudError, match=r"instance nope .*not found"):
-        sql.backup("nope")
+        sql.backup("nope", "run 1")
+    with pytest.raises(CloudError, match="a backup needs a description naming the run"):
+        sql.backup(INSTANCE, "")
     with pytest.raises(CloudError, match="tier must be a machine type"):
         sql.set_tier(INSTANCE, "")
+
+
+def test_retried_backup_task_waits_for_its_first_backup(stand_in: StandIn, sql: CloudSQL) -> None:
+    """Attempt 1 started the backup and died; attempt 2 must not start another (one backup per run)."""
+    description = "dbopt adhoc_airflow scheduled__2026-04-21"  # the operator's default for this run
+    started = sql._api.backupRuns().insert(project=PROJECT, instance=INSTANCE, body={"description": description})
+    first_id = started.execute()["backupContext"]["backupId"]  # attempt 1 died right after this call
+    again = _op(CloudSQLBackupOperator).execute({"run_id": "scheduled__2026-04-21"})
+    assert again["reused"] is True and again["backup"]["id"] == first_id
+    assert again["backup"]["status"] == "SUCCESSFUL"
+    assert _calls(stand_in, "POST", "/backupRuns") == 1
+    _op(CloudSQLBackupOperator).execute({"run_id": "scheduled__2026-04-28"})  # another run: its own backup
+    assert _calls(stand_in, "POST", "/backupRuns") == 2
+
+
+def test_failed_backup_is_reported_and_a_retry_starts_a_new_one(stand_in: StandIn, sql: CloudSQL) -> None:
+    stand_in.sql.fail_next_operation("Backup failed: disk quota exceeded", code="BACKUP_FAILED")
+    with pytest.raises(CloudError, match=r"BACKUP_VOLUME.* failed: BACKUP_FAILED: Backup failed: disk quota"):
+        sql.backup(INSTANCE, "run 7")
+    assert sql.backup(INSTANCE, "run 7").backup.status == "SUCCESSFUL"  # the failed run is not reused
+    assert [b.status for b in sql.list_backups(INSTANCE)] == ["SUCCESSFUL", "FAILED"]
+
+
+def test_transient_errors_are_retried_num_retries_times(stand_in: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = {**stand_in.extra(PROJECT), "num_retries": 1}
+    sql = CloudSQL.connect(GcpSettings.from_extra(extra, source="t"), poll_s=0.01, timeout_s=5)
+    assert sql.num_retries == 1
+    stand_in.fail_next(503)
+    assert sql.tier(INSTANCE) == "db-custom-16-61440"  # one 503 UNAVAILABLE, then the answer
+    stand_in.fail_next(429, 429)
+    with pytest.raises(CloudError, match="HTTP 429"):
+        sql.tier(INSTANCE)

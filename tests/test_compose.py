@@ -132,3 +132,11 @@ def test_every_service_the_readme_names_exists():
     assert named, "the README section lists no services (a table whose first column is `service`)"
     assert sorted(set(named) - SERVICES.keys()) == []
     assert sorted(SERVICES.keys() - set(named)) == []  # and the README lists them all
+
+
+def test_the_executor_of_the_stack_is_pinned_in_requirements():
+    """CeleryExecutor and `airflow celery worker` need the Celery provider (FAB's auth manager ships in the image)."""
+    assert SERVICES["airflow-worker"]["command"] == "celery worker"
+    pins = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^apache-airflow-providers-celery==\d", pins, re.MULTILINE)
+    assert re.search(r"^redis==\d", pins, re.MULTILINE)  # the broker client

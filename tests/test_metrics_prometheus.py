@@ -66,7 +66,8 @@ def sources(stack: DemoStack, canary: str) -> dict[str, Any]:
 def analyse_both_ways(plan_: dict[str, Any], sources_: dict[str, Any]) -> tuple[dict, dict]:
     """(poke-mode sensor result, deferrable sensor result via the trigger), run concurrently."""
     poked: dict[str, Any] = {}
-    poke_sensor = CanaryAnalysisSensor(task_id="canary_poke", plan=plan_, sources=sources_, mode="poke")
+    poke_sensor = CanaryAnalysisSensor(task_id="canary_poke", plan=plan_, sources=sources_, mode="poke",
+                                       deferrable=False)  # fmt: skip
     worker = threading.Thread(target=lambda: poked.update(poke_sensor.execute({})))
     worker.start()
 

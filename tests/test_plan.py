@@ -39,13 +39,13 @@ def test_week17_reproduces_the_seed_plan():
 
 def test_typo_in_a_field_names_line_path_and_suggestion():
     (msg,) = problems(WEEK17.replace("storage_budget_mb", "storage_bugdet_mb"))
-    assert msg.startswith("line 45: indexes.storage_bugdet_mb: unknown field")
+    assert msg.startswith("line 46: indexes.storage_bugdet_mb: unknown field")
     assert "did you mean 'storage_budget_mb'" in msg
 
 
 def test_wrong_type():
     (msg,) = problems(WEEK17.replace("iterations: 100", "iterations: lots"))
-    assert "benchmark.iterations" in msg and "integer" in msg and "'lots'" in msg and msg.startswith("line 52:")
+    assert "benchmark.iterations" in msg and "integer" in msg and "'lots'" in msg and msg.startswith("line 53:")
 
 
 def test_unknown_dialect():

@@ -161,6 +161,15 @@ def test_explain_concrete_and_normalized_seq_then_index(orders: PostgresTarget) 
     assert [n for (n,) in orders.execute("SELECT name FROM pg_prepared_statements")] == ["mine"]
 
 
+@pytest.mark.parametrize("tail", ["", " WHERE id = $1"])
+def test_explain_of_several_statements_runs_none_of_them(orders: PostgresTarget, tail: str) -> None:
+    # through the simple protocol "EXPLAIN SELECT …; COMMIT; CREATE TABLE …" would end the read-only
+    # transaction and run the CREATE: the application's text goes through the extended protocol
+    with pytest.raises(TargetError, match="multiple commands"):
+        orders.explain(f"SELECT id FROM orders{tail}; COMMIT; CREATE TABLE pwned (x int)")
+    assert orders.execute("SELECT to_regclass('pwned')") == [(None,)]
+
+
 def test_explain_detects_sort_and_index_only_and_bitmap_or(orders: PostgresTarget) -> None:
     assert orders.explain("SELECT * FROM orders ORDER BY note").sort
     by_pk = orders.explain("SELECT * FROM orders ORDER BY id LIMIT 5")

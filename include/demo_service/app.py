@@ -8,14 +8,17 @@ causes under load). ``GET /metrics`` is the Prometheus exposition, every series 
 Environment: ``DATABASE_URL`` (required, e.g. sqlite:////tmp/demo.db — ``seed()`` creates the table),
 ``REVISION`` (default "dev"), ``DB_POOL_SIZE`` (10), ``DB_POOL_TIMEOUT`` seconds (30),
 ``DB_QUERY_DELAY_MS`` (0: extra time each request holds its connection, standing in for a slower
-query), ``HOST`` (127.0.0.1), ``PORT`` (0 = any free port). The first line on stdout is
-``listening on http://HOST:PORT``.
+query), ``HOST`` (127.0.0.1), ``PORT`` (0 = any free port), ``REDIS_URL`` (unset: no cache; set: read
+through Redis, keys as dbopt's cache warming writes them — ``CACHE_KEY_TEMPLATE``, default
+``demo:{name}:{digest}``, name ``orders`` — kept ``CACHE_TTL_S`` (300) seconds; ``cache_lookups_total``
+counts hits and misses). The first line on stdout is ``listening on http://HOST:PORT``.
 
 Run: ``DATABASE_URL=sqlite:////tmp/demo.db REVISION=r1 python include/demo_service/app.py``
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -43,6 +46,9 @@ class Settings:
     query_delay_ms: float = 0.0
     host: str = "127.0.0.1"
     port: int = 0
+    redis_url: str | None = None
+    cache_key_template: str = "demo:{name}:{digest}"
+    cache_ttl_s: int = 300
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -57,10 +63,13 @@ class Settings:
                 query_delay_ms=float(env.get("DB_QUERY_DELAY_MS", "0")),
                 host=env.get("HOST", "127.0.0.1"),
                 port=int(env.get("PORT", "0")),
+                redis_url=env.get("REDIS_URL") or None,
+                cache_key_template=env.get("CACHE_KEY_TEMPLATE", "demo:{name}:{digest}"),
+                cache_ttl_s=int(env.get("CACHE_TTL_S", "300")),
             )
         except ValueError as err:
             raise SystemExit(
-                f"bad setting: {err} (DB_POOL_SIZE/PORT are integers, timeouts and delays numbers)"
+                f"bad setting: {err} (DB_POOL_SIZE/PORT are integers, as is CACHE_TTL_S; timeouts and delays numbers)"
             ) from None
 
 
@@ -112,8 +121,38 @@ class DemoService:
         self.pool_timeouts = Counter(
             "db_pool_timeouts", "Requests that found no free connection in time", ["revision"], registry=self.registry
         ).labels(rev)
+        lookups = Counter("cache_lookups", "Cache lookups by result", ["revision", "result"], registry=self.registry)
+        self.cache_lookups = {r: lookups.labels(rev, r) for r in ("hit", "miss")}
+        self.cache = None
+        if settings.redis_url:
+            import redis
+
+            self.cache = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+
+    def orders_sql(self, customer: int) -> str:
+        """The statement with its value inlined: what dbopt's cache warming runs and keys on."""
+        return f"SELECT count(*), coalesce(sum(amount), 0) FROM orders WHERE customer_id = {int(customer)}"
 
     def orders(self, customer: int) -> tuple[int, str]:
+        if self.cache is None:
+            return self._orders_from_db(customer)
+        from dbopt.cache.warm import WarmItem, cache_key, encode_rows
+
+        key = cache_key(self.settings.cache_key_template, WarmItem("orders", self.orders_sql(customer)), plan="demo",
+                        target="demo")  # fmt: skip
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.cache_lookups["hit"].inc()
+            count, total = json.loads(cached)[0]
+            return 200, f'{{"customer": {customer}, "orders": {count}, "total": {total}}}\n'
+        self.cache_lookups["miss"].inc()
+        status, body = self._orders_from_db(customer)
+        if status == 200:
+            row = json.loads(body)
+            self.cache.set(key, encode_rows([(row["orders"], row["total"])]), ex=self.settings.cache_ttl_s)
+        return status, body
+
+    def _orders_from_db(self, customer: int) -> tuple[int, str]:
         try:
             with self.engine.connect() as conn:
                 count, total = conn.execute(

@@ -24,8 +24,10 @@ import yaml
 
 from dbopt import pipeline, replay_safety, steps
 from dbopt.plan import Plan, PlanError, TargetSpec, load_plan
+from dbopt.results import Advice
 from dbopt.targets import TargetError, dialect_of, open_target
 from dbopt.targets.base import Target
+from dbopt.tasklog import terminal_bar
 
 NO_GO = 3
 CHANGE_FAILED = 1
@@ -89,13 +91,30 @@ def cmd_advise(args: argparse.Namespace) -> int:
          "queries": len(r["queries"]), "reason": r["reason"]}
         for r in advice.recommendations
     ]  # fmt: skip
-    print(_table(rows, ["table", "columns", "size", "cost before→after", "queries", "reason"]) if rows
-          else "no index recommended")  # fmt: skip
+    if rows:
+        print(_table(rows, ["table", "columns", "size", "cost before→after", "queries", "reason"]))
+    _print_no_index(advice)
     for d in advice.drop_candidates:
         print(f"drop candidate: {d['table']}.{d['index']}: {d['reason']}")
     for ddl in advice.ddl.values():
         print(ddl + ";")
     return 0
+
+
+def _print_no_index(advice: Advice) -> None:
+    """Every statement without an index, with its reason; and where each table's write cost came from."""
+    skipped = advice.skipped
+    if not advice.recommendations:
+        empty = "the workload is empty (nothing measured, or all filtered)"
+        each = f"{len(skipped)} statement(s) without an index, each with its reason below"
+        print(f"no index recommended: {each if skipped else empty}")
+    if skipped:
+        print("\nstatements without an index:")
+        rows = [{"statement": s["digest"], "why": s.get("code", ""), "query": s["query"][:60], "reason": s["reason"]}
+                for s in skipped]  # fmt: skip
+        print(_table(rows, ["statement", "why", "query", "reason"]))
+    for w in advice.write_costs:
+        print(f"write cost {w['table']}: {w['ms']:.0f} ms ({w['source']})")
 
 
 def _bytes(n: int | None) -> str:
@@ -136,7 +155,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "(dbopt replays one read-only SELECT per query)", file=sys.stderr)  # fmt: skip
         return 1
     with open_target(args.url) as target:
-        result = pipeline.benchmark(plan, target, queries)
+        result = pipeline.benchmark(plan, target, queries, progress=terminal_bar("benchmark", sys.stderr))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -187,7 +206,10 @@ def apply(
     record: dict[str, Any] = {"plan": plan.id, "params": {"dry_run": dry_run},
                               "tasks": gate.record(steps.RUN_STEPS), "targets": {}, "canaries": {}}  # fmt: skip
     if gate.results["health_check"].decision == "GO":
-        run = steps.run_target(one, spec, target, dry_run=dry_run, reports_dir=reports_dir, bench_target=bench)
+        progress = lambda what: terminal_bar(what, sys.stderr)  # noqa: E731
+        run = steps.run_target(
+            one, spec, target, dry_run=dry_run, reports_dir=reports_dir, bench_target=bench, progress=progress
+        )
         declared = steps.declared(steps.TARGET_STEPS, one, spec)
         record["targets"][spec.name] = {"dialect": spec.dialect, **run.record(declared)}
     why = steps.AIRFLOW_ONLY if plan.deploy.enabled else "the plan does not deploy (deploy.enabled: false)"

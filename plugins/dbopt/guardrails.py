@@ -109,6 +109,20 @@ def check_maintenance_window(plan: Plan, now: datetime | None = None) -> str:
     return f"inside the maintenance window ({described}) at {local:%a %H:%M}"
 
 
+def window_gate(plan: Plan, moments: dict[str, datetime | None]) -> dict[str, Any] | None:
+    """A NO-GO gate result when any of the run's ``moments`` (e.g. its logical time and its start) falls
+    outside the maintenance window — a stale scheduled slot started late changes nothing — else None."""
+    for what, moment in moments.items():
+        if moment is None:
+            continue
+        try:  # a plain aware datetime: Airflow hands pendulum ones, whose arithmetic differs
+            check_maintenance_window(plan, datetime.fromtimestamp(moment.timestamp(), tz=ZoneInfo("UTC")))
+        except GuardrailError as err:
+            reason = f"the run's {what} is {err}; nothing was changed"
+            return {"decision": "NO-GO", "reason": reason, "targets": {}, "outside_window": True}
+    return None
+
+
 # --- health ----------------------------------------------------------------------------------
 
 

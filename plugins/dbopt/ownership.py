@@ -14,6 +14,7 @@ from typing import Any
 
 from dbopt.history import leases
 from dbopt.targets.base import IndexInfo, IndexSpec, Target
+from dbopt.targets.dialects import traits
 
 
 def owns(target: Target, ix: IndexInfo) -> bool:
@@ -40,7 +41,7 @@ def forget_build(target: Target, name: str) -> None:
 
 
 def index_named(target: Target, table: str, name: str, schema: str | None = None) -> IndexInfo | None:
-    qualified = f"{schema}.{table}" if schema and target.dialect == "postgres" else table
+    qualified = f"{schema}.{table}" if schema and traits(target.dialect).schema_qualified_stats else table
     return next((ix for ix in target.indexes([qualified]) if ix.name.lower() == name.lower()), None)
 
 

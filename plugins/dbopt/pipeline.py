@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,7 @@ def advise(plan: Plan, target: Target, workload: Workload) -> Advice:
     recommendations: list[dict[str, Any]] = []
     drop_candidates: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    write_costs: list[dict[str, Any]] = []
     if plan.indexes.auto_advice and statements:
         policy = AdvisorPolicy(
             storage_budget_bytes=int(plan.indexes.storage_budget_mb * 1024 * 1024),
@@ -127,6 +128,7 @@ def advise(plan: Plan, target: Target, workload: Workload) -> Advice:
         recommendations = advice["recommendations"]
         drop_candidates = advice["drop_candidates"]
         skipped = advice["skipped"]
+        write_costs = advice["write_costs"]
     specs = {s.name: s for s in explicit}
     for rec in recommendations:
         spec = IndexSpec.from_dict(rec["spec"])
@@ -144,6 +146,7 @@ def advise(plan: Plan, target: Target, workload: Workload) -> Advice:
         recommendations=tuple(recommendations),
         drop_candidates=tuple(drop_candidates),
         skipped=tuple(skipped),
+        write_costs=tuple(write_costs),
     )
 
 
@@ -229,6 +232,7 @@ def benchmark(
     queries: list[dict[str, Any]],
     built: list[dict[str, Any]] | None = None,
     owner: Target | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Real latencies of the queries: the plan's iterations spread over shuffled rounds.
 
@@ -239,7 +243,8 @@ def benchmark(
     run created without rebuilding them (``Target.index_hiding``), both arms are measured now,
     interleaved — the "before" arm under "before_arm" — and a dry run measures the same configuration
     in both. Elsewhere this is the after phase, judged against bench_before's. ``owner`` (default
-    ``target``) hides the indexes: a read-only benchmark user cannot ALTER.
+    ``target``) hides the indexes: a read-only benchmark user cannot ALTER. ``progress(done, total)``
+    after every run: task-log lines, a terminal progress bar.
     """
     from dbopt import replay_safety
     from dbopt.bench import BenchQuery, measure
@@ -265,7 +270,8 @@ def benchmark(
             except CannotHide as err:
                 interleave = {"interleave_refused": str(err)}
     rounds = min(5, b.iterations)
-    result = measure(target, bq, iterations=-(-b.iterations // rounds), warmup=b.warmup, rounds=rounds).to_dict()
+    iterations = -(-b.iterations // rounds)
+    result = measure(target, bq, iterations=iterations, warmup=b.warmup, rounds=rounds, progress=progress).to_dict()
     return result | {"design": "before_after", "refused": refused} | interleave
 
 

@@ -78,10 +78,38 @@ class Schedule(Strict):
         return v
 
 
+# --- Cloud SQL downsizing by replica (week-17 plan, seed 001 day 7): dbopt.cloud.resize --------------------
+
+CLOUD_SQL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,96}[a-z0-9]$")
+
+
+class CloudSqlResize(Strict):
+    tier: str = Field(description="the smaller machine type, e.g. db-custom-8-16384")
+    replica_conn_id: str = Field(description="Airflow connection of the replica's database: the benchmark runs there")
+    replica: str | None = Field(None, description="name of the replica instance (default: <instance>-resized)")
+    standby_hours: float = Field(48, ge=0, description="the old primary is kept this long, then deleted")
+    ready_timeout_s: float = Field(3600, gt=0, description="how long the replica may take to become RUNNABLE")
+
+    @field_validator("tier")
+    @classmethod
+    def _tier(cls, v: str) -> str:
+        if not re.match(r"^db-[a-z0-9-]+$", v):
+            raise ValueError(f"{v!r} is not a Cloud SQL tier; write a machine type such as 'db-custom-8-16384'")
+        return v
+
+    @field_validator("replica")
+    @classmethod
+    def _replica(cls, v: str | None) -> str | None:
+        if v is not None and not CLOUD_SQL_NAME.match(v):
+            raise ValueError(f"{v!r}: instance names use lower-case letters, digits and '-', starting with a letter")
+        return v
+
+
 class CloudSqlInstance(Strict):
     project: str
     instance: str
     conn_id: str = "google_cloud_sql"
+    resize: CloudSqlResize | None = None
 
 
 # Target names become Airflow task group ids, services and regions part of one: what Airflow accepts
@@ -273,6 +301,9 @@ class MonitorSpec(Strict):
         "rollback", description="the safe state when the evidence stays inconclusive (no data is not a pass)"
     )
     revert_indexes_on_rollback: bool = False
+    mode: Literal["deferrable", "poke"] = Field(
+        "deferrable", description="deferrable: the triggerer waits, no worker slot held; poke: a worker does"
+    )
 
     @model_validator(mode="after")
     def _interval(self) -> MonitorSpec:
@@ -324,6 +355,44 @@ class RunPolicy(Strict):
     )
 
 
+# --- cache warming (week-17 plan, seed 002 day 10): dbopt.cache -----------------------------------------
+
+
+class CacheRefresh(Schedule):
+    """When ``dbopt_cache_refresh_<plan>`` re-warms: a cron in a time zone, optionally only the hottest N."""
+
+    cron: str | None = Field("0 */4 * * *", description="5-field cron; null: warm only after the weekly run")
+    top_n: int | None = Field(None, ge=1, description="refresh only the first N statements (the hottest)")
+
+
+class CacheSpec(Strict):
+    redis_conn_id: str = Field(description="Airflow connection of the Redis server (host, port, password, extra.db)")
+    target: str | None = Field(None, description="the plan target whose read path runs the statements (default: first)")
+    statements: list[BenchQuerySpec] = Field(
+        default_factory=list, description="hot reads to warm: concrete SELECTs (a list of strings = variants)"
+    )
+    from_workload: int = Field(0, ge=0, description="also warm the top N read statements by calls (with examples)")
+    key_template: str = "dbopt:{plan}:{name}:{digest}"
+    ttl_s: int = Field(14400, ge=1, description="seconds each key lives (SET … EX)")
+    batch_size: int = Field(100, ge=1, le=10000, description="SETs per pipelined round trip")
+    max_value_bytes: int = Field(1 << 20, ge=1, description="larger results are skipped, not truncated")
+    refresh: CacheRefresh = CacheRefresh()
+    hit_ratio_window_s: float = Field(300, gt=0, description="hit ratio before/after warming is measured over this")
+
+    @field_validator("key_template")
+    @classmethod
+    def _key_template(cls, v: str) -> str:
+        from dbopt.cache.warm import check_key_template
+
+        return check_key_template(v)
+
+    @model_validator(mode="after")
+    def _something_to_warm(self) -> CacheSpec:
+        if not self.statements and not self.from_workload:
+            raise ValueError("nothing to warm: list 'statements' or set 'from_workload' to a number of statements")
+        return self
+
+
 class Plan(Strict):
     id: Annotated[str, Field(description="lower-case id; the DAG is dbopt_<id>")]
     description: str = ""
@@ -340,6 +409,7 @@ class Plan(Strict):
     report: ReportSpec = ReportSpec()
     maintenance_window: MaintenanceWindow | None = None
     run: RunPolicy = RunPolicy()
+    cache: CacheSpec | None = None
 
     @field_validator("id")
     @classmethod
@@ -371,6 +441,13 @@ class Plan(Strict):
     def service_target(self, service: ServiceRef) -> str:
         """The target whose database the service's canary reads (the only target when there is one)."""
         return service.target or self.targets[0].name
+
+    @model_validator(mode="after")
+    def _cache_target(self) -> Plan:
+        names = [t.name for t in self.targets]
+        if self.cache and self.cache.target is not None and self.cache.target not in names:
+            raise ValueError(f"cache.target {self.cache.target!r} is not a target of this plan; use one of {names}")
+        return self
 
     @property
     def dag_id(self) -> str:

@@ -111,6 +111,7 @@ class Advice(Result):
     recommendations: tuple[dict[str, Any], ...] = ()
     drop_candidates: tuple[dict[str, Any], ...] = ()
     skipped: tuple[dict[str, Any], ...] = ()
+    write_costs: tuple[dict[str, Any], ...] = ()  # per table: the write cost the advisor charged, and its source
     queries: tuple[dict[str, Any], ...] = ()  # what the benchmarks measure
     not_built: tuple[IndexSpec, ...] = ()
     not_built_reason: str | None = None
@@ -122,6 +123,7 @@ class Advice(Result):
         "foreign": _dicts,
         "refused": _dicts,
         "skipped": _dicts,
+        "write_costs": _dicts,
         "queries": _dicts,
     }
 
@@ -188,6 +190,12 @@ class Judgement(Result):
 
     def verdict(self, index: str) -> Verdict | None:
         return next((d for d in self.indexes if d.index == index), None)
+
+    def log_lines(self) -> list[str]:
+        """One line per decision and query verdict, for the task log."""
+        from dbopt.tasklog import decision_lines
+
+        return decision_lines(self.to_dict())
 
     def query_verdicts(self) -> dict[str, dict[str, Any]]:
         return {q.get("name"): q for q in (self.comparison or {}).get("queries") or ()}

@@ -55,13 +55,15 @@ def collect(plan: Plan, context: dict[str, Any]) -> dict[str, Any]:
         "targets": {},
         "canaries": {},
     }
+    record["task_states"] = task_states(ti, dag_run, set(present))
     for spec in plan.targets:
         results = scope(spec.name, steps.declared(steps.TARGET_STEPS, plan, spec))
         record["targets"][spec.name] = {"dialect": spec.dialect, "conn_id": spec.conn_id, **results}
     for service in plan.deploy.services if plan.deploy.enabled else []:
-        results = scope(canary_group_id(service.name, service.region), steps.declared(steps.SERVICE_STEPS, plan))
+        group = canary_group_id(service.name, service.region)
         record["canaries"][canary_key(service.name, service.region)] = {
-            "service": service.name, "region": service.region, "target": plan.service_target(service), **results,
+            "service": service.name, "region": service.region, "group": group,
+            "target": plan.service_target(service), **scope(group, steps.declared(steps.SERVICE_STEPS, plan)),
         }  # fmt: skip
     return record
 
@@ -69,6 +71,26 @@ def collect(plan: Plan, context: dict[str, Any]) -> dict[str, Any]:
 def canary_key(service: str, region: str) -> str:
     """A service's entry in the record's "canaries"."""
     return f"{service}/{region}"
+
+
+def task_states(ti: Any, dag_run: Any, task_ids: set[str]) -> dict[str, str]:
+    """task id → state in this run, as the scheduler left them (the report runs last: all are final
+    but its own and the watcher's); a mapped task shows its map indexes' states joined when they differ."""
+    raw = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+    states: dict[str, set[str]] = {}
+    for key, state in raw.items():  # mapped instances come as "task_id_<map index>"
+        task_id = key if key in task_ids else key.rsplit("_", 1)[0]
+        states.setdefault(task_id, set()).add(str(state) if state else "none")
+    return {task_id: "/".join(sorted(found)) for task_id, found in sorted(states.items())}
+
+
+def first_failure(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The earliest failed attempt of this run's steps (history order) and its error message."""
+    for step in steps:
+        if step["status"] == "failed":
+            task = f"{step['target']}.{step['step']}" if step["target"] else step["step"]
+            return {"task": task, "error": (step.get("payload") or {}).get("error")}
+    return None
 
 
 def canary_group_id(service: str, region: str) -> str:
@@ -91,6 +113,8 @@ def collect_and_report(plan: Plan, context: dict[str, Any], reports_dir: Path) -
     from dbopt.report.run import write_run_report
 
     record = collect(plan, context)
+    with HistoryStore() as history:
+        record["first_failure"] = first_failure(history.steps(record["run_id"], dag_id=record["dag_id"]))
     path = write_record(record, reports_dir)
     with HistoryStore() as history:
         history.record_run(record)

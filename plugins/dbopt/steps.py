@@ -60,6 +60,8 @@ class StepContext:
     # run-scope steps open each target themselves (a connection id in Airflow, the URL in the CLI)
     open_target: Callable[[TargetSpec], AbstractContextManager[Target]] | None = None
     metrics: Callable[[], Any] | None = None  # the health gate's service metrics source, if any
+    progress: Callable[[int, int], None] | None = None  # replays: (runs done, runs planned) as they go
+    moments: Mapping[str, Any] = field(default_factory=dict)  # the run's moments the maintenance window checks
     targets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # service steps: every target's results
 
     def __getitem__(self, step: str) -> Any:
@@ -85,6 +87,9 @@ class Step:
     retries: int | None = None
     after_failures: bool = False  # runs after failed builds too: what the others built is still judged
     replays: bool = False  # replays the application's queries: as the benchmark user where there is one
+    # what the task log shows while it runs: "runs" (replays done/planned), "index_build" (the engine's progress)
+    watch: str = ""
+    quiet: bool = False  # its result is too big for the task log (the report shows it)
     cli_skip: str = ""  # why ``dbopt apply`` does not run an operator step
 
     @property
@@ -115,10 +120,13 @@ class Step:
 
 
 def _health_check(ctx: StepContext) -> Gate:
+    from dbopt.guardrails import window_gate
     from dbopt.metrics.health_gate import health_gate
     from dbopt.metrics.sources import DatabaseSource
 
     p = ctx.plan
+    if (outside := window_gate(p, dict(ctx.moments))) is not None:
+        return Gate.from_dict(outside)
     rules = pipeline.gate_rules(p.health_gate)
     results = {}
     assert ctx.open_target is not None
@@ -153,7 +161,8 @@ def _backup(ctx: StepContext) -> Backup:
 
 
 def _benchmark(ctx: StepContext) -> Bench:
-    return Bench.from_dict(pipeline.benchmark(ctx.plan, ctx.bench_target or ctx.target, list(ctx["advise"].queries)))
+    queries = list(ctx["advise"].queries)
+    return Bench.from_dict(pipeline.benchmark(ctx.plan, ctx.bench_target or ctx.target, queries, progress=ctx.progress))
 
 
 def _benchmark_after(ctx: StepContext) -> Bench:
@@ -162,7 +171,8 @@ def _benchmark_after(ctx: StepContext) -> Bench:
     built = [c.to_dict() for c in ctx["create_index"]]
     queries = list(ctx["advise"].queries)
     replayer = ctx.bench_target or ctx.target
-    return Bench.from_dict(pipeline.benchmark(ctx.plan, replayer, queries, built=built, owner=ctx.target))
+    result = pipeline.benchmark(ctx.plan, replayer, queries, built=built, owner=ctx.target, progress=ctx.progress)
+    return Bench.from_dict(result)
 
 
 def _judge(ctx: StepContext) -> Judgement:
@@ -216,18 +226,18 @@ TARGET_STEPS: tuple[Step, ...] = (
          cli_skip=AIRFLOW_ONLY),
     Step("backup", "backup", Backup, _backup, needs=("advise",), after=("cloud_sql_backup",)),
     Step("bench_before", "benchmark before the change", Bench, _benchmark, needs=("advise",), after=("backup",),
-         replays=True),
+         replays=True, watch="runs", quiet=True),
     Step("create_index", "index builds", IndexChange,
          lambda c: pipeline.create_index(c.plan, c.target, c.item, c.dry_run), needs=("advise",),
          after=("bench_before",), changes_db=True, items=lambda c: c["advise"].create, item_type=IndexSpec,
-         retries=2),
+         retries=2, watch="index_build"),
     Step("verify", "plan verification (EXPLAIN)", Verification,
          lambda c: pipeline.verify_plans(c.target, c["create_index"], c["advise"].queries),
          needs=("create_index", "advise"), after_failures=True),
     Step("bench_after", "benchmark after the change", Bench, _benchmark_after, needs=("advise", "create_index"),
-         after=("verify",), after_failures=True, replays=True),
+         after=("verify",), after_failures=True, replays=True, watch="runs", quiet=True),
     Step("judge", "keep/revert decision", Judgement, _judge,
-         needs=("create_index", "verify", "bench_before", "bench_after"), after_failures=True),
+         needs=("create_index", "verify", "bench_before", "bench_after"), after_failures=True, quiet=True),
     Step("revert_indexes", "revert of unhelpful indexes", IndexChanges, _revert, needs=("advise", "judge"),
          changes_db=True),
     # after keep/revert, so the new indexes' verdicts are not confounded by the drops
@@ -287,14 +297,17 @@ def run_target(
     dry_run: bool,
     reports_dir: Path,
     bench_target: Target | None = None,
+    progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
 ) -> ScopeRun:
     """Every step of one target in declared order, without Airflow (``dbopt apply``, tests).
-    ``bench_target``: the same database as a read-only user, for the steps that replay queries."""
+    ``bench_target``: the same database as a read-only user, for the steps that replay queries;
+    ``progress(title)``: a progress callback for each step that replays (a terminal bar)."""
     out = ScopeRun()
     for s in declared(TARGET_STEPS, plan, spec):
         bench = bench_target if s.replays else None
+        ticks = progress(s.title) if progress and s.replays else None
         ctx = StepContext(plan, dry_run, out.results, spec=spec, target=target, bench_target=bench,
-                          reports_dir=reports_dir)  # fmt: skip
+                          reports_dir=reports_dir, progress=ticks)  # fmt: skip
         try:
             if s.items is not None:
                 out.results[s.name] = tuple(s.execute(dataclasses.replace(ctx, item=i)) for i in s.items(ctx))

@@ -22,8 +22,9 @@ is built whole.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,14 @@ from dbopt.runlock import hold_target, release_run
 from dbopt.targets.base import Target
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
-OVERRIDABLE = {
-    "p95_ms_max": ("health_gate", "p95 latency limit for GO (ms)"),
-    "error_rate_max_pct": ("health_gate", "error-rate limit for GO (%)"),
-    "cache_hit_ratio_min": ("health_gate", "minimum cache hit ratio for GO (0..1)"),
-    "replication_lag_ms_max": ("health_gate", "replication lag limit for GO (ms)"),
-    "long_transactions_max": ("health_gate", "most long transactions allowed for GO"),
-    "storage_budget_mb": ("indexes", "storage budget for new indexes (MB)"),
+LOG = logging.getLogger("dbopt")
+OVERRIDABLE = {  # trigger-form field → (plan section, the form's title)
+    "p95_ms_max": ("health_gate", "Health gate: p95 latency limit (ms)"),
+    "error_rate_max_pct": ("health_gate", "Health gate: error-rate limit (%)"),
+    "cache_hit_ratio_min": ("health_gate", "Health gate: minimum cache hit ratio (0..1)"),
+    "replication_lag_ms_max": ("health_gate", "Health gate: replication lag limit (ms)"),
+    "long_transactions_max": ("health_gate", "Health gate: most long transactions allowed"),
+    "storage_budget_mb": ("indexes", "Storage budget for new indexes (MB)"),
 }
 
 
@@ -68,14 +70,15 @@ def effective_plan(plan: Plan, params: dict[str, Any]) -> Plan:
 def _params(plan: Plan) -> dict[str, Param]:
     params = {
         "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="compute and report everything, change nothing"),
+                         description="Compute and report everything, change nothing."),
         "skip_deploy": Param(False, type="boolean", title="Skip deploy",
-                             description="no Cloud Run canary this run"),
+                             description="No Cloud Run canary this run."),
     }  # fmt: skip
-    for key, (section, text) in OVERRIDABLE.items():
+    for key, (section, title) in OVERRIDABLE.items():
         current = getattr(getattr(plan, section), key)
-        params[key] = Param(None, type=["null", "number"], title=key,
-                            description=f"override: {text} (plan: {current})")  # fmt: skip
+        empty = f"the plan's {current:g}" if current is not None else "not checked (the plan sets no limit)"
+        params[key] = Param(None, type=["null", "number"], title=title,
+                            description=f"Empty: {empty}. A number overrides it for this run.")  # fmt: skip
     return params
 
 
@@ -143,6 +146,14 @@ def _context_plan(plan: Plan) -> tuple[Plan, bool]:
     return effective_plan(plan, params), bool(params.get("dry_run"))
 
 
+def _description(plan: Plan) -> str:
+    """The plan's first line, with the schedule's time zone: Airflow 3.3's API reports every DAG's
+    timezone as the server default, and the UI shows only the cron string."""
+    first = plan.description.strip().splitlines()[0] if plan.description.strip() else plan.id
+    when = f"{plan.schedule.cron} ({plan.schedule.timezone})" if plan.schedule.cron else "manual runs only"
+    return f"{first} — {when}"
+
+
 def _doc(plan: Plan, source: Path) -> str:
     targets = ", ".join(f"`{t.name}` ({t.dialect}, connection `{t.conn_id}`)" for t in plan.targets)
     return (
@@ -161,7 +172,7 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
         rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
     else:
         rule = TriggerRule.ALL_SUCCESS
-    options: dict[str, Any] = {"task_id": step.name, "trigger_rule": rule}
+    options: dict[str, Any] = {"task_id": step.name, "trigger_rule": rule, "show_return_value_in_logs": not step.quiet}
     if step.retries is not None:
         options |= {"retries": step.retries, "retry_delay": pendulum.duration(seconds=5)}
 
@@ -181,6 +192,10 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
             open_target=lambda t: opened_target(t.conn_id, p.run if scope == "run" else None),
             item=None if item is None or step.item_type is None else step.item_type.from_dict(item),
         )
+        if scope == "run":
+            airflow = get_current_context()
+            moments = {"logical time": airflow.get("logical_date"), "start": airflow["dag_run"].start_date}
+            ctx = dataclasses.replace(ctx, moments=moments)
         if scope == "run" and p.health_gate.metrics_conn_id:
             conn_id, window = p.health_gate.metrics_conn_id, p.health_gate.window_s
             ctx = dataclasses.replace(ctx, metrics=lambda: prometheus_source(conn_id, {"service": {}}, window))
@@ -195,8 +210,10 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
                 return _checked(step, step.execute(ctx))
             # a replay of the application's queries runs as the benchmark user where the plan names one
             bench_conn_id = spec.bench_conn_id if step.replays else None
-            with opened_target(spec.conn_id) as target, _replay_target(bench_conn_id, target) as bench:
-                return _checked(step, step.execute(dataclasses.replace(ctx, target=target, bench_target=bench)))
+            watching, progress = _watch(step, spec)
+            with opened_target(spec.conn_id) as target, _replay_target(bench_conn_id, target) as bench, watching:
+                ctx = dataclasses.replace(ctx, target=target, bench_target=bench, progress=progress)
+                return _checked(step, step.execute(ctx))
         except steps.Skip as why:
             get_current_context()["ti"].xcom_push(key=SKIPPED_KEY, value=str(why))
             raise AirflowSkipException(str(why)) from None
@@ -204,7 +221,23 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
     return run
 
 
+def _watch(step: steps.Step, spec: TargetSpec) -> tuple[AbstractContextManager[Any], Any]:
+    """What the task log shows while the step runs (a line every few seconds), and the progress
+    callback that feeds it."""
+    from dbopt.tasklog import Counter, Ticker, index_build_probe
+
+    if step.watch == "runs":
+        runs = Counter(step.name)
+        return Ticker(runs.status, LOG.info), runs.update
+    if step.watch == "index_build":
+        url = DbTargetHook(spec.conn_id).url.render_as_string(hide_password=False)
+        return Ticker(index_build_probe(url), LOG.info), None
+    return nullcontext(), None
+
+
 def _checked(step: steps.Step, result: Any) -> dict[str, Any]:
+    for line in getattr(result, "log_lines", list)():
+        LOG.info(line)
     return _fail_on_problem(result) if step.changes_db else result.to_dict()
 
 
@@ -334,7 +367,8 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
             plan=m.analysis_plan(),
             sources=sources,
             database_conn_id=database.conn_id,
-            mode="poke",
+            deferrable=m.mode == "deferrable",  # the triggerer waits out the analysis (up to duration_s)
+            mode="poke",  # only when not deferred (plan: monitor.mode: poke)
         )
 
         @task.branch
@@ -342,10 +376,11 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
             return f"{group}.promote" if outcome["decision"] == "promote" else f"{group}.rollback"
 
         promote = CloudRunPromoteOperator(task_id="promote", deployment=deploy.output, **gcp)
-        # Rollback runs when chosen, and also when the canary machinery failed (the old revision is the
-        # safe state); a branch to promote skips it directly, and a skipped deploy skips it too.
-        rollback = CloudRunRollbackOperator(
-            task_id="rollback", deployment=deploy.output, trigger_rule=TriggerRule.NONE_SKIPPED, **gcp
+        # Rollback runs when chosen, and also when the canary machinery failed after a deploy (the old
+        # revision is the safe state). It is deploy's teardown: a deploy that did not succeed (an earlier
+        # failure, a skip) means no rollback; a branch to promote skips it directly.
+        rollback = CloudRunRollbackOperator(task_id="rollback", deployment=deploy.output, **gcp).as_teardown(
+            setups=deploy, on_failure_fail_dagrun=True
         )
         decided = promote_or_rollback(monitor.output)
         deploy >> shift >> monitor >> decided >> [promote, rollback]
@@ -367,7 +402,7 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
     """The weekly DAG of a valid plan."""
     with DAG(
         dag_id=plan.dag_id,
-        description=plan.description.strip().splitlines()[0] if plan.description.strip() else plan.id,
+        description=_description(plan),
         schedule=plan.schedule.cron,
         start_date=START.in_timezone(plan.schedule.timezone),
         catchup=False,
@@ -436,9 +471,11 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
                 cg = _canary_group(plan, service, reports_dir)
                 canary_groups.append(cg.group_id)
                 gate_task >> cg
-        # the report comes last, after every task of the run (a branch may also skip straight to it)
-        [t for t in dag.tasks if t is not final.operator] >> final.operator
-        list(dag.tasks) >> failed_run_watcher()
+        # the report comes last, after every task of the run (a branch may also skip straight to it);
+        # a setup (deploy) may only be followed by all_success tasks or its teardown: its failure still
+        # reaches the report and the watcher as its downstream's upstream_failed
+        [t for t in dag.tasks if t is not final.operator and not t.is_setup] >> final.operator
+        [t for t in dag.tasks if not t.is_setup] >> failed_run_watcher()
     return dag
 
 

@@ -4,11 +4,14 @@
     for rec in advice.recommendations:
         print(rec.ddl, rec.reason)
 
-Pipeline: ``parse`` (sqlglot, per-table usage) → ``candidates`` (equality → range → sort, traps
-refused) → ``cost`` (HypoPG / SQLite what-if plan / heuristic) → ``shortlist`` (each statement's
-cheapest and most-per-byte candidates, costed alone) → ``select`` (greedy benefit per byte under a
-budget, marginal re-costing, picks replaced by wider ones, write penalty). Plain data in and out;
-no Airflow.
+Pipeline: ``catalog`` (statistics, views, existing indexes, search path) → ``parse`` (sqlglot,
+per-table usage; views and CTEs read through) → ``candidates`` (equality → range → sort; traps and
+key-led keys refused) → ``cost`` (HypoPG, generic plans for parameters / SQLite what-if plan /
+heuristic) → ``shortlist`` (each statement's cheapest and most-per-byte candidates per table, costed
+alone) → ``select`` (greedy benefit per byte under a budget, marginal re-costing, picks replaced by
+wider ones, covering columns only when their bytes pay, picks merged across statements, a write
+penalty from the window's write statements, ``writes``) → ``reasons`` (why each other statement got
+no index). Plain data in and out; no Airflow.
 """
 
 from dbopt.advisor.advise import advise

@@ -9,15 +9,29 @@ from contextlib import contextmanager
 from sqlglot import exp
 
 from dbopt.advisor.candidates import Rejection, as_index_info, generate
+from dbopt.advisor.catalog import read_catalog
 from dbopt.advisor.cost import Coster
 from dbopt.advisor.drops import drop_candidates
 from dbopt.advisor.model import Advice, QueryEstimate, Recommendation, SkippedStatement, short
-from dbopt.advisor.parse import ParseFailure, analyse, parse_sql, table_names
+from dbopt.advisor.parse import (
+    ParseFailure,
+    analyse,
+    bind_limit,
+    has_parameters,
+    inline,
+    needs_inlining,
+    parse_sql,
+    table_names,
+    unprepared,
+)
 from dbopt.advisor.policy import AdvisorPolicy
+from dbopt.advisor.reasons import no_index_reasons
 from dbopt.advisor.select import Pick, Selection, WorkItem, estimated_size, select, serves
 from dbopt.advisor.shortlist import shortlist
+from dbopt.advisor.writes import is_write, write_costs
 from dbopt.targets.base import Dialect, IndexInfo, IndexSpec, Statement, TableStats, Target, TargetError
 from dbopt.targets.common import covers
+from dbopt.targets.dialects import traits
 
 
 class _Timer(dict[str, float]):
@@ -36,8 +50,8 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
     timer = _Timer()
     skipped: list[SkippedStatement] = []
 
-    def skip(st: Statement, reason: str) -> None:
-        skipped.append(SkippedStatement(st.digest, short(st.query), reason))
+    def skip(st: Statement, reason: str, code: str) -> None:
+        skipped.append(SkippedStatement(st.digest, short(st.query), reason, code))
 
     with timer("total_ms"):
         with timer("parse_ms"):
@@ -46,30 +60,35 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                 try:
                     trees.append((st, *_parse(st, target.dialect)))
                 except ParseFailure as err:
-                    skip(st, str(err))
+                    skip(st, str(err), "not-analysable")
         with timer("catalog_ms"):
-            stats, missing = _table_stats(
-                target, {t for _, _, tree in trees for t in table_names(tree, target.dialect)}
-            )
-            existing = target.indexes(list(stats)) if stats else []
-            columns = {t: s.columns for t, s in stats.items()}
+            catalog = read_catalog(target, {t for _, _, tree in trees for t in table_names(tree, target.dialect)})
+            stats, existing, columns = catalog.stats, catalog.existing, catalog.columns
         items = []
         with timer("parse_ms"):
             for st, text, tree in trees:
-                absent = sorted(table_names(tree, target.dialect) & missing)
-                parsed = analyse(tree, columns)
-                if absent:
-                    skip(st, f"table not found: {', '.join(absent)}")
-                elif parsed.kind == "other":
-                    skip(st, "not a query or INSERT/UPDATE/DELETE")
+                names = table_names(tree, target.dialect)
+                if absent := sorted(names & catalog.missing):
+                    skip(st, f"table not found: {', '.join(absent)}", "no-table")
+                    continue
+                try:
+                    merged = traits(target.dialect).inlines_views and needs_inlining(tree, catalog.views)
+                    viewed = inline(tree, catalog.views, columns) if merged else tree
+                except ParseFailure as err:
+                    skip(st, str(err), "not-analysable")
+                    continue
+                parsed = analyse(viewed, columns, catalog.aliases)
+                if parsed.kind == "other":
+                    skip(st, "not a query or INSERT/UPDATE/DELETE", "not-a-query")
                 else:
-                    items.append(WorkItem(st, text, parsed))
+                    items.append(WorkItem(st, text, parsed, generic=has_parameters(tree)))
         with timer("candidates_ms"):
-            generated, rejected = _candidates(items, stats, existing, policy, target.dialect)
+            generated, refused = _candidates(items, stats, existing, policy, target.dialect)
         coster = Coster(target, stats, existing)
         with timer("cost_ms"):
             kept = _plannable(items, [c for specs in generated.values() for c in specs], coster, skip)
             generated = {new: generated[old] for new, old in enumerate(kept) if old in generated}
+            refused = {new: refused[old] for new, old in enumerate(kept) if old in refused}
             items = [items[i] for i in kept]
             kept = shortlist(
                 items,
@@ -79,8 +98,10 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
                 policy.min_improvement,
                 lambda spec: estimated_size(spec, stats[spec.table], target.dialect),
             )
+        writes = write_costs(items, stats)
         with timer("select_ms"):
-            selection = select(items, kept, coster, stats, policy)
+            selection = select(items, kept, coster, stats, policy, {t: w.ms for t, w in writes.items()})
+            skipped += no_index_reasons(items, refused, generated, kept, selection, coster, policy, writes)
         total_weight = sum(it.weight_ms for it in items) or 1.0
         recommendations = sorted(
             (_recommendation(p, items, selection, target, existing, total_weight) for p in selection.picks),
@@ -94,7 +115,8 @@ def advise(target: Target, statements: Sequence[Statement], policy: AdvisorPolic
         recommendations=tuple(recommendations),
         drop_candidates=tuple(drops),
         skipped=tuple(skipped),
-        rejected=tuple(rejected),
+        rejected=tuple(dict.fromkeys(r for rs in refused.values() for r in rs)),
+        write_costs=tuple(writes[t] for t in sorted(writes)),
         statements=len(statements),
         analysed=len(items),
         timing={k: round(v, 2) for k, v in timer.items()},
@@ -108,21 +130,11 @@ def _parse(st: Statement, dialect: Dialect) -> tuple[str, exp.Expression]:
             return st.example, parse_sql(st.example, dialect)
         except ParseFailure:
             pass  # examples can be truncated by the engine
-    return st.query, parse_sql(st.query, dialect)
-
-
-def _table_stats(target: Target, tables: set[str]) -> tuple[dict[str, TableStats], set[str]]:
-    """Statistics of the tables that exist, and the names that do not."""
-    try:
-        return target.table_stats(sorted(tables)), set()
-    except TargetError:
-        stats, missing = {}, set()
-        for table in sorted(tables):
-            try:
-                stats.update(target.table_stats([table]))
-            except TargetError:
-                missing.add(table)
-        return stats, missing
+    text = st.query
+    if traits(dialect).numbered_params:  # $n placeholders: planned as a generic plan
+        per_call = st.rows / st.calls if st.rows is not None and st.calls else None
+        text = bind_limit(unprepared(text), per_call)
+    return text, parse_sql(text, dialect)
 
 
 def _candidates(
@@ -131,26 +143,34 @@ def _candidates(
     existing: Sequence[IndexInfo],
     policy: AdvisorPolicy,
     dialect: Dialect,
-) -> tuple[dict[int, list[IndexSpec]], list[Rejection]]:
-    """Each item's own candidates (by item index; items with none left out), and the refused ones."""
+) -> tuple[dict[int, list[IndexSpec]], dict[int, list[Rejection]]]:
+    """Each item's own candidates and its refused ones (by item index; items with none left out).
+
+    Write statements get none: they weigh against indexes on their table (``dbopt.advisor.writes``).
+    """
     generated: dict[int, list[IndexSpec]] = {}
-    rejected: dict[Rejection, None] = {}
+    rejected: dict[int, list[Rejection]] = {}
     for i, it in enumerate(items):
+        if is_write(it):
+            continue
         specs: dict[IndexSpec, None] = {}
+        refused: dict[Rejection, None] = {}
         for usage in it.parsed.usages:
             if usage.table not in stats:
                 continue
             on_table = [ix for ix in existing if ix.table.lower() == usage.table.lower()]
-            found, refused = generate(usage, stats[usage.table], on_table, policy, dialect)
+            found, no = generate(usage, stats[usage.table], on_table, policy, dialect)
             specs.update(dict.fromkeys(found))
-            rejected.update(dict.fromkeys(refused))
+            refused.update(dict.fromkeys(no))
         if specs:
             generated[i] = list(specs)
-    return generated, list(rejected)
+        if refused:
+            rejected[i] = list(refused)
+    return generated, rejected
 
 
 def _plannable(
-    items: list[WorkItem], candidates: Sequence[IndexSpec], coster: Coster, skip: Callable[[Statement, str], None]
+    items: list[WorkItem], candidates: Sequence[IndexSpec], coster: Coster, skip: Callable[[Statement, str, str], None]
 ) -> list[int]:
     """Indexes of the items whose baseline the engine can plan (only those a candidate could serve need a plan)."""
     out = []
@@ -159,7 +179,7 @@ def _plannable(
             try:
                 coster.cost(it.text, it.parsed, [])
             except TargetError as err:
-                skip(it.statement, f"cannot plan: {err}")
+                skip(it.statement, f"cannot plan: {err}", "not-plannable")
                 continue
         out.append(i)
     return out
@@ -182,18 +202,20 @@ def _recommendation(
             cost_before=round(s.before, 3),
             cost_after=round(s.after, 3),
             method=s.method,
+            generic=items[s.item].generic,
         )
         for s in pick.served
     )
     before = sum(q.cost_before for q in queries)
     after = sum(q.cost_after for q in queries)
     method = ",".join(sorted({q.method for q in queries})) or "none"
+    how = method + (", generic plan: parameters without values" if any(q.generic for q in queries) else "")
     share = sum(q.weight_ms for q in queries) / total_weight
     roles = _roles(spec, items[pick.served[0].item] if pick.served else None)
     cut = (1 - after / before) if before else 0.0
     reason = (
         f"{roles}; serves {len(queries)} statement(s), {share:.0%} of workload time; "
-        f"estimated cost {before:.1f} → {after:.1f} ({cut:.0%} less, {method}); "
+        f"estimated cost {before:.1f} → {after:.1f} ({cut:.0%} less, {how}); "
         f"~{pick.size_bytes / 1e6:.1f} MB"
     )
     if pick.penalty_ms:

@@ -76,14 +76,32 @@ def generate(
     shapes = _key_shapes(usage, stats, policy)
     specs: dict[IndexSpec, None] = {}
     for columns, descending in shapes:
-        reason = _trap(columns, usage, stats, policy)
+        reason = _trap(columns, usage, stats, policy) or _led_by_key(columns, existing)
         if reason:
             rejected.append(Rejection(usage.table, columns, reason))
             continue
-        for spec in _with_covering(usage, columns, descending, policy, dialect):
-            if served_by_existing(spec, existing) is None:
+        for spec in _with_covering(usage, stats, columns, descending, policy, dialect):
+            if (have := served_by_existing(spec, existing)) is None:
                 specs.setdefault(spec)
+            elif spec.columns == columns and not spec.include:
+                rejected.append(Rejection(usage.table, columns, f"already served by the existing index {have.name}"))
     return list(specs), rejected
+
+
+def _led_by_key(columns: tuple[str, ...], existing: Sequence[IndexInfo]) -> str | None:
+    """Why a key starting with a primary or unique key's full column list is pointless, or None.
+
+    Such a key finds at most one row from its leading columns, as the existing key already does:
+    the extra columns only add bytes and write cost (MariaDB's ``sessions(id, status, rating)``).
+    """
+    lowered = [c.lower() for c in columns]
+    for ix in existing:
+        keys = [c.lower() for c in ix.columns]
+        plain_key = (ix.primary or ix.unique) and ix.valid and not ix.partial and not ix.expression and keys
+        if plain_key and len(keys) <= len(lowered) and set(lowered[: len(keys)]) == set(keys):
+            kind = "primary key" if ix.primary else f"unique key {ix.name}"
+            return f"led by the {kind} ({', '.join(ix.columns)}): it already finds the row"
+    return None
 
 
 def _key_shapes(
@@ -136,6 +154,7 @@ def _trap(columns: tuple[str, ...], usage: TableUsage, stats: TableStats, policy
 
 def _with_covering(
     usage: TableUsage,
+    stats: TableStats,
     columns: tuple[str, ...],
     descending: tuple[bool, ...],
     policy: AdvisorPolicy,
@@ -147,6 +166,8 @@ def _with_covering(
     complete = {*usage.equality, *usage.join} <= set(columns)  # only a full-key index is worth widening
     if usage.all_columns or not complete or not extra or len(extra) > policy.max_include_columns:
         return [plain]
+    if any((w := stats.widths.get(c)) is not None and w > policy.max_covering_width for c in extra):
+        return [plain]  # a wide column (text) would make the index much bigger for little gain
     if traits(dialect).include_columns and policy.allow_include:
         return [plain, IndexSpec(table=usage.table, columns=columns, descending=descending, include=extra)]
     if len(columns) + len(extra) > policy.max_key_columns:

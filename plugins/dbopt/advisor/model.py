@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dbopt.advisor.candidates import Rejection
+from dbopt.advisor.writes import WriteCost
 from dbopt.targets.base import Data, Dialect, IndexSpec
 
 
@@ -18,6 +19,7 @@ class QueryEstimate(Data):
     cost_before: float  # with the existing indexes only
     cost_after: float  # with every recommended index in place
     method: str  # "hypopg" | "sqlite-expert" | "heuristic"
+    generic: bool = False  # estimated on a generic plan ($n / ? without values, e.g. no pg_qualstats example)
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,18 @@ class DropCandidate(Data):
 
 @dataclass(frozen=True)
 class SkippedStatement(Data):
+    """A statement that gets no index, and why.
+
+    ``code``: ``not-analysable`` (parse failure), ``no-table``, ``not-a-query``, ``not-plannable``
+    (with the engine's error), ``write`` (weighs against indexes on its table), ``no-candidate``,
+    ``refused`` (every candidate refused before costing), ``below-threshold``, ``write-cost``,
+    ``budget``, ``table-limit``, ``limit``, ``redundant``, ``not-used``, ``engine-refused``.
+    """
+
     digest: str
     query: str
     reason: str
+    code: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class Advice(Data):
     drop_candidates: tuple[DropCandidate, ...] = ()
     skipped: tuple[SkippedStatement, ...] = ()
     rejected: tuple[Rejection, ...] = ()  # candidate indexes refused before costing (traps)
+    write_costs: tuple[WriteCost, ...] = ()  # per table: the write time new indexes are weighed against
     statements: int = 0  # statements given
     analysed: int = 0  # statements parsed and costed
     timing: dict[str, float] = field(default_factory=dict)  # phase -> ms, plus whatif_calls

@@ -7,12 +7,15 @@ Statements sqlglot cannot parse raise :class:`ParseFailure`; the advisor reports
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.optimizer.merge_subqueries import merge_subqueries
+from sqlglot.optimizer.qualify import qualify
 
 from dbopt.targets.base import Data, Dialect
 from dbopt.targets.dialects import traits
@@ -61,6 +64,33 @@ class ParsedStatement(Data):
 _PG_PARAM = re.compile(r"(?<![\w$])\$(\d+)")
 # MySQL/MariaDB digests shorten value lists to "(...)".
 _MYSQL_ELLIPSIS = re.compile(r"\(\s*\.\.\.\s*\)")
+MAX_VIEW_DEPTH = 4  # views over views over views…
+# pg_stat_statements keeps the text of an SQL-level PREPARE: "PREPARE q (int, text) AS SELECT …".
+_PREPARE = re.compile(r"^\s*PREPARE\s+(?:\w+|\"[^\"]+\")\s*(?:\([^)]*\))?\s+AS\s+", re.IGNORECASE)
+
+
+_LIMIT_PARAMETER = re.compile(r"\bLIMIT\s+\$\d+\b", re.IGNORECASE)
+
+
+def bind_limit(text: str, rows_per_call: float | None) -> str:
+    """``LIMIT $n`` → the rows a call returned on average (pg_stat_statements ``rows / calls``).
+
+    A generic plan assumes a parameter LIMIT keeps 10% of the rows, which makes a sort key look far
+    more valuable than it is for ``LIMIT 20``; the measured rows per call are what the LIMIT was.
+    """
+    if rows_per_call is None:
+        return text
+    return _LIMIT_PARAMETER.sub(f"LIMIT {max(1, math.ceil(rows_per_call))}", text)
+
+
+def unprepared(text: str) -> str:
+    """The statement inside ``PREPARE name [(types)] AS …``; other text unchanged."""
+    return _PREPARE.sub("", text, count=1)
+
+
+def has_parameters(tree: exp.Expression) -> bool:
+    """The statement has ``$n`` / ``?`` parameters without values: its plan is a generic one."""
+    return tree.find(exp.Parameter, exp.Placeholder) is not None
 
 
 def parse_sql(text: str, dialect: Dialect) -> exp.Expression:
@@ -78,14 +108,62 @@ def parse_sql(text: str, dialect: Dialect) -> exp.Expression:
 
 
 def table_names(tree: exp.Expression, dialect: Dialect) -> set[str]:
-    """Real tables a statement names (CTE names left out); PostgreSQL folds unquoted names to lower case."""
+    """Real tables a statement names (CTE names left out); PostgreSQL folds unquoted names to lower case
+    and keeps a schema: ``"Bar"."Foo"`` → ``Bar.Foo``, ``app.items`` → ``app.items``."""
     ctes = _cte_names(tree)
-    out = set()
-    for t in tree.find_all(exp.Table):
-        if t.name and t.name.lower() not in ctes:
-            quoted = isinstance(t.this, exp.Identifier) and t.this.quoted
-            out.add(t.name.lower() if traits(dialect).lower_case_names and not quoted else t.name)
-    return out
+    return {_folded(t, dialect) for t in tree.find_all(exp.Table) if t.name and (t.db or t.name.lower() not in ctes)}
+
+
+def _folded(table: exp.Table, dialect: Dialect) -> str:
+    def fold(part: exp.Expression | None, text: str) -> str:
+        quoted = isinstance(part, exp.Identifier) and part.quoted
+        return text.lower() if traits(dialect).lower_case_names and not quoted else text
+
+    name = fold(table.this, table.name)
+    return (
+        f"{fold(table.args.get('db'), table.db)}.{name}"
+        if table.db and traits(dialect).schema_qualified_stats
+        else name
+    )
+
+
+def needs_inlining(tree: exp.Expression, views: Mapping[str, exp.Expression]) -> bool:
+    """The statement names a view, or has CTEs PostgreSQL inlines (none ``MATERIALIZED``)."""
+    ctes = list(tree.find_all(exp.CTE))
+    if ctes and not any(c.args.get("materialized") for c in ctes):
+        return True
+    return any(_folded(t, "postgres") in views for t in tree.find_all(exp.Table))
+
+
+def inline(
+    tree: exp.Expression, views: Mapping[str, exp.Expression], columns: Mapping[str, Sequence[str]]
+) -> exp.Expression:
+    """``tree`` with each view (name → its parsed definition) read through its base tables and the views
+    and inlinable CTEs merged into the statement where SQL allows (sqlglot's merge_subqueries), so filters
+    and sorts land on base columns, as PostgreSQL's planner sees them.
+
+    Raises ParseFailure when the merged statement cannot be built.
+    """
+    tree = tree.copy()
+    for _ in range(MAX_VIEW_DEPTH):  # a view's definition may name views too
+        named = [t for t in tree.find_all(exp.Table) if _folded(t, "postgres") in views]
+        if not named:
+            break
+        for t in named:
+            alias = exp.TableAlias(this=exp.to_identifier(t.alias_or_name))
+            t.replace(exp.Subquery(this=views[_folded(t, "postgres")].copy(), alias=alias))
+    # one nesting level for every table: bare names are PostgreSQL's default schema
+    schema: dict[str, dict[str, dict[str, str]]] = {}
+    for table, cols in columns.items():
+        schema_name, _, name = table.rpartition(".")
+        schema.setdefault(schema_name or "public", {})[name] = dict.fromkeys(cols, "text")
+    if any(c.args.get("materialized") for c in tree.find_all(exp.CTE)):
+        return tree  # a MATERIALIZED CTE is an optimisation fence: nothing is merged through it
+    try:
+        qualified = qualify(tree, schema=schema, dialect="postgres", identify=False, validate_qualify_columns=False)
+        return merge_subqueries(qualified)
+    except sqlglot.errors.SqlglotError as err:
+        raise ParseFailure(f"cannot read it through its view(s): {str(err).splitlines()[0]}") from None
 
 
 def parse_statement(text: str, dialect: Dialect, columns: Mapping[str, Sequence[str]] | None = None) -> ParsedStatement:
@@ -93,13 +171,18 @@ def parse_statement(text: str, dialect: Dialect, columns: Mapping[str, Sequence[
     return analyse(parse_sql(text, dialect), columns)
 
 
-def analyse(tree: exp.Expression, columns: Mapping[str, Sequence[str]] | None = None) -> ParsedStatement:
+def analyse(
+    tree: exp.Expression,
+    columns: Mapping[str, Sequence[str]] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> ParsedStatement:
     """Per-table usage of a parsed statement.
 
     ``columns`` maps table → its column names; with it, unqualified columns in multi-table queries
     are resolved and names take the catalog's spelling. Without it, only single-table scopes resolve.
+    ``aliases`` maps a name statements use to the table key it means (``items`` → ``app.items``).
     """
-    return _Analyser(tree, columns or {}).run()
+    return _Analyser(tree, columns or {}, aliases or {}).run()
 
 
 # --- implementation ------------------------------------------------------------------------------
@@ -194,8 +277,8 @@ class _Scope:
         sources += [j.this for j in node.args.get("joins") or []]
         for src in sources:
             alias = src.alias_or_name.lower()
-            if isinstance(src, exp.Table) and src.name and src.name.lower() not in analyser.ctes:
-                occ = _Occurrence(analyser.table_name(src.name))
+            if isinstance(src, exp.Table) and src.name and (src.db or src.name.lower() not in analyser.ctes):
+                occ = _Occurrence(analyser.occurrence_name(src))
                 analyser.occurrences.append(occ)
                 self.by_alias[alias] = occ
             else:
@@ -207,16 +290,22 @@ class _Scope:
 
 
 class _Analyser:
-    def __init__(self, tree: exp.Expression, columns: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, tree: exp.Expression, columns: Mapping[str, Sequence[str]], aliases: Mapping[str, str]) -> None:
         self.tree = tree
         self.ctes = _cte_names(tree)
-        self.table_by_lower = {t.lower(): t for t in columns}
+        # a bare name found on the search path maps to its schema-qualified key
+        self.table_by_lower = {t.lower(): t for t in columns} | {a.lower(): t for a, t in aliases.items()}
         self.columns = {t.lower(): {c.lower(): c for c in cols} for t, cols in columns.items()}
         self.occurrences: list[_Occurrence] = []
         self.scopes: dict[int, _Scope] = {}
 
     def table_name(self, name: str) -> str:
         return self.table_by_lower.get(name.lower(), name)
+
+    def occurrence_name(self, src: exp.Table) -> str:
+        """The catalog's key for a table reference: schema-qualified where the catalog has it so."""
+        qualified = _folded(src, "postgres") if src.db else ""
+        return self.table_by_lower.get(qualified.lower()) or self.table_name(src.name)
 
     def column_name(self, occ: _Occurrence, ident: exp.Column) -> str | None:
         known = self.columns.get(occ.table.lower())
@@ -414,7 +503,10 @@ class _Analyser:
                 occ.has_limit = True
                 occ.limit = int(value.this) if isinstance(value, exp.Literal) and value.this.isdigit() else None
         if (order := node.args.get("order")) is not None:
-            keys = [(self.resolve_local(scope, o.this), bool(o.args.get("desc"))) for o in order.expressions]
+            keys = [
+                (self.resolve_local(scope, _sort_target(node, o.this)), bool(o.args.get("desc")))
+                for o in order.expressions
+            ]
             if keys and all(k for k, _ in keys) and len({id(k[0]) for k, _ in keys if k}) == 1:
                 occ = keys[0][0][0]  # type: ignore[index]
                 occ.order_by = [(k[1], desc) for k, desc in keys if k]
@@ -427,6 +519,18 @@ class _Analyser:
         col = _bare_column(node)
         hit = self.resolve(scope, col) if col is not None else None
         return hit if hit is not None and any(hit[0] is o for o in scope.real) else None
+
+
+def _sort_target(select: exp.Expression, key: exp.Expression) -> exp.Expression:
+    """What an ORDER BY key sorts on: ``ORDER BY 2`` and ``ORDER BY alias`` mean a select-list expression."""
+    items = select.expressions
+    if isinstance(key, exp.Literal) and not key.is_string and key.this.isdigit() and 0 < int(key.this) <= len(items):
+        return items[int(key.this) - 1].unalias()
+    if isinstance(key, exp.Column) and not key.table:
+        named = [e for e in items if isinstance(e, exp.Alias) and e.alias.lower() == key.name.lower()]
+        if len(named) == 1:
+            return named[0].unalias()
+    return key
 
 
 def _kind(tree: exp.Expression) -> str:

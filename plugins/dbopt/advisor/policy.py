@@ -25,6 +25,16 @@ class AdvisorPolicy(Data):
     max_leading_top_frequency: float = 0.5
     allow_include: bool = True  # PostgreSQL INCLUDE columns for covering variants
     max_include_columns: int = 3  # covering variants only when this few extra columns are read
+    # Covering variants never carry a column wider than this (average bytes per value, where the
+    # engine knows it): long text would double an index for what one heap fetch per row costs.
+    max_covering_width: float = 16.0
+    # A covering variant replaces the index it widens only when its extra bytes save, per byte, at
+    # least this share of what that index's own bytes save (estimated time per byte).
+    covering_value_ratio: float = 0.5
+    # Two picks on one table become one index whose column order serves both sets of statements
+    # ((created_at, room_id) for (created_at) + (room_id, created_at)) when it is smaller than the two
+    # and keeps all but this share of the estimated time they save.
+    merge_margin: float = 0.05
     max_key_columns: int = 5
     # Each statement's cheapest candidates (costed alone) that enter the workload-wide search, besides
     # its best one per byte. More means more what-if plans: 1 keeps a 200-statement workload well
@@ -32,8 +42,6 @@ class AdvisorPolicy(Data):
     candidates_per_statement: int = 1
     # Share of a write statement's time each new index on its table adds (index maintenance).
     write_penalty: float = 0.1
-    # Assumed cost of one row write, for tables whose writes are known only from table_stats.
-    ms_per_row_write: float = 0.05
     max_recommendations: int = 20
     # Existing non-unique indexes with no recorded use are proposed for dropping.
     suggest_drops: bool = True
@@ -47,10 +55,12 @@ class AdvisorPolicy(Data):
             "min_table_rows": self.min_table_rows >= 0,
             "max_leading_top_frequency": 0.0 < self.max_leading_top_frequency <= 1.0,
             "max_include_columns": self.max_include_columns >= 0,
+            "max_covering_width": self.max_covering_width > 0,
+            "covering_value_ratio": self.covering_value_ratio >= 0.0,
+            "merge_margin": 0.0 <= self.merge_margin < 1.0,
             "max_key_columns": self.max_key_columns >= 1,
             "candidates_per_statement": self.candidates_per_statement >= 1,
             "write_penalty": self.write_penalty >= 0.0,
-            "ms_per_row_write": self.ms_per_row_write >= 0.0,
             "max_recommendations": self.max_recommendations >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]

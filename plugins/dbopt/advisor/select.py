@@ -21,13 +21,17 @@ A pick must also pass:
   any more (``(a, b, c DESC)`` after ``(c)`` for ``WHERE a = ? AND b = ? ORDER BY c DESC LIMIT n``:
   benefit per byte picks the small index first; the re-plan shows the wider one makes it dead weight);
 * a write penalty: ``write_penalty × write time of its table`` is subtracted from the benefit.
-  Write time is the total time of the workload's INSERT/UPDATE/DELETE statements on the table,
-  or, when the workload has none, ``TableStats.writes × ms_per_row_write``.
+  Write time is the total time of the workload's INSERT/UPDATE/DELETE statements on the table, in
+  the same window as the reads (``dbopt.advisor.writes``).
+
+Every candidate the search drops gets a verdict (``Selection.verdicts``): the reason a statement it
+was meant for got no index.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -49,17 +53,22 @@ MIN_COLUMN_WIDTH, MAX_COLUMN_WIDTH, DEFAULT_COLUMN_WIDTH = 4, 64, 8
 def estimated_size(spec: IndexSpec, stats: TableStats, dialect: Dialect) -> int:
     """``rows × (Σ column widths + entry overhead) / leaf fill``.
 
-    A column's width is the table's average row width (size / rows) over its column count, clamped
-    to 4..64 bytes: the catalogs the targets read give no per-column widths.
+    A column's width is its average stored width where the engine knows it (PostgreSQL's
+    ``pg_stats.avg_width``: stable across VACUUM), else the table's average row width (size / rows)
+    over its column count, clamped to 4..64 bytes.
     """
-    rows = max(stats.rows, 0)
-    if stats.size_bytes and rows and stats.columns:
-        width = stats.size_bytes / rows / len(stats.columns)
-        width = min(max(width, MIN_COLUMN_WIDTH), MAX_COLUMN_WIDTH)
-    else:
-        width = DEFAULT_COLUMN_WIDTH
-    entry = width * (len(spec.columns) + len(spec.include)) + traits(dialect).index_entry_overhead
-    return int(rows * entry / LEAF_FILL)
+    entry = sum(column_width(stats, c) for c in (*spec.columns, *spec.include)) + traits(dialect).index_entry_overhead
+    return int(max(stats.rows, 0) * entry / LEAF_FILL)
+
+
+def column_width(stats: TableStats, column: str) -> float:
+    """Average bytes of one value of ``column`` (known or estimated, see :func:`estimated_size`)."""
+    known = next((w for c, w in stats.widths.items() if c.lower() == column.lower()), None)
+    if known:
+        return float(known)
+    if stats.size_bytes and stats.rows > 0 and stats.columns:
+        return min(max(stats.size_bytes / stats.rows / len(stats.columns), MIN_COLUMN_WIDTH), MAX_COLUMN_WIDTH)
+    return DEFAULT_COLUMN_WIDTH
 
 
 @dataclass
@@ -69,6 +78,7 @@ class WorkItem:
     statement: Statement
     text: str
     parsed: ParsedStatement
+    generic: bool = False  # parameters without values: planned as a generic plan
 
     @property
     def weight_ms(self) -> float:
@@ -111,6 +121,8 @@ class Selection:
     picks: list[Pick]
     baseline: dict[int, Estimate]
     final: dict[int, Estimate]
+    # why a candidate was not picked: (code, reason); codes as in SkippedStatement
+    verdicts: dict[IndexSpec, tuple[str, str]] = field(default_factory=dict)
 
 
 def serves(spec: IndexSpec, parsed: ParsedStatement) -> bool:
@@ -144,6 +156,7 @@ class _Search:
         coster: Coster,
         stats: dict[str, TableStats],
         policy: AdvisorPolicy,
+        write_ms: Mapping[str, float],
     ) -> None:
         self.items = items
         self.coster = coster
@@ -152,8 +165,10 @@ class _Search:
         self.chosen: list[IndexSpec] = []
         self.baseline = {i: self.estimate(i, []) for i in sorted({i for v in self.relevant.values() for i in v})}
         self.current = dict(self.baseline)
+        self.stats = stats
         self.size = {c: estimated_size(c, stats[c.table], coster.target.dialect) for c in self.relevant}
-        self.write_ms = _write_ms(items, stats, policy)
+        self.write_ms = write_ms
+        self.verdicts: dict[IndexSpec, tuple[str, str]] = {}
 
     def estimate(self, i: int, specs: Sequence[IndexSpec]) -> Estimate:
         item = self.items[i]
@@ -183,6 +198,9 @@ class _Search:
         candidate with what-if plans only once its bound reaches the top of the queue; elsewhere the
         bound is infinite and every candidate is evaluated in the first round.
         """
+        return (self._benefit_bound(cand) - self._penalty(cand)) / max(self.size[cand], 1)
+
+    def _benefit_bound(self, cand: IndexSpec) -> float:
         benefit = 0.0
         for i in self.relevant[cand]:
             low = self.coster.optimistic(self.items[i].parsed, [cand])
@@ -191,16 +209,21 @@ class _Search:
             base = self.baseline[i].cost
             if base > 0 and low < base:
                 benefit += self.items[i].weight_ms * (base - low) / base
-        penalty = self.policy.write_penalty * self.write_ms.get(cand.table, 0.0)
-        return (benefit - penalty) / max(self.size[cand], 1)
+        return benefit
+
+    def _penalty(self, cand: IndexSpec) -> float:
+        return self.policy.write_penalty * self.write_ms.get(cand.table, 0.0)
 
     def widened_by(self, cand: IndexSpec) -> list[IndexSpec]:
         """Earlier picks ``cand`` starts with the keys of: it serves every lookup they serve."""
         info = as_index_info(cand)
         return [c for c in self.chosen if covers(info, as_index_info(c))]
 
+    def refuse(self, cand: IndexSpec, code: str, why: str) -> None:
+        self.verdicts[cand] = (code, why)
+
     def evaluate(self, cand: IndexSpec) -> _Evaluation | None:
-        """What adding ``cand`` to the current picks does, or None when it does not earn a place."""
+        """What adding ``cand`` to the current picks does, or None (with a verdict) when it does not earn a place."""
         widened = self.widened_by(cand)
         config = [c for c in self.chosen if c not in widened] + [cand]
         served, benefit, before_sum, after_sum, weight = [], 0.0, 0.0, 0.0, 0.0
@@ -210,7 +233,8 @@ class _Search:
             now, base = self.current[i], self.baseline[i]
             try:
                 new = self.estimate_with(i, cand, config)
-            except TargetError:  # e.g. HypoPG refuses this index: it cannot be judged, so it is not picked
+            except TargetError as err:  # e.g. HypoPG refuses this index: it cannot be judged, so it is not picked
+                self.refuse(cand, "engine-refused", f"the engine refused the candidate: {err}")
                 return None
             used |= new.used
             after[i] = new
@@ -222,16 +246,31 @@ class _Search:
             after_sum += new.cost
             weight += self.items[i].weight_ms
         if not served:
+            self.refuse(
+                cand, "not-used", "with the other picks in place the planner would not use it, or it saves nothing"
+            )
             return None
         replaced = widened + self._superseded(cand, config, used)
         # A new index must also save real time; replacing a pick (Dexter's second-column rule) only
         # has to cut the cost of its statements further by min_improvement.
-        if (before_sum - after_sum) / before_sum < self.policy.min_improvement or (
-            not replaced and benefit < self.policy.min_time_saved * weight
-        ):
+        cut = (before_sum - after_sum) / before_sum
+        if cut < self.policy.min_improvement:
+            self.refuse(
+                cand,
+                "below-threshold",
+                f"estimated gain below threshold: cost cut {cut:.0%} < {self.policy.min_improvement:.0%}",
+            )
+            return None
+        if not replaced and benefit < self.policy.min_time_saved * weight:
+            self.refuse(
+                cand,
+                "below-threshold",
+                f"estimated gain below threshold: saves ~{benefit:.0f} ms of {weight:.0f} ms "
+                f"(< {self.policy.min_time_saved:.0%})",
+            )
             return None
         # replacing a pick adds no index to maintain
-        penalty = 0.0 if replaced else self.policy.write_penalty * self.write_ms.get(cand.table, 0.0)
+        penalty = 0.0 if replaced else self._penalty(cand)
         added = self.size[cand] - sum(self.size[c] for c in replaced)
         return _Evaluation(benefit, penalty, served, replaced, added, after)
 
@@ -251,32 +290,180 @@ class _Search:
             and all(i in mine for i, est in self.current.items() if c.name in est.used)
         ]
 
-    def fits(self, cand: IndexSpec, ev: _Evaluation, used_bytes: int) -> bool:
-        """Within the storage budget and the per-table limit, counting the picks it replaces."""
-        if used_bytes + ev.added_bytes > self.policy.storage_budget_bytes:
-            return False
+    def misfit(self, cand: IndexSpec, ev: _Evaluation, used_bytes: int) -> tuple[str, str] | None:
+        """Why it breaks the storage budget or the per-table limit (counting the picks it replaces), or None."""
+        left = self.policy.storage_budget_bytes - used_bytes
+        if ev.added_bytes > left:
+            return (
+                "budget",
+                f"storage budget exhausted: needs ~{ev.added_bytes / 1e6:.1f} MB, {max(left, 0) / 1e6:.1f} MB left",
+            )
         on_table = sum(1 for c in self.chosen if c.table == cand.table and c not in ev.replaced)
-        return on_table < self.policy.max_indexes_per_table
+        if on_table >= self.policy.max_indexes_per_table:
+            return "table-limit", f"limit of {self.policy.max_indexes_per_table} new index(es) on {cand.table} reached"
+        return None
 
-    def eligible(self, cand: IndexSpec) -> bool:
-        """Not picked already, and not a left prefix of a pick (that would be a redundant index)."""
+    def merge(self, picks: dict[IndexSpec, Pick]) -> None:
+        """Replace pairs of picks on one table by one index serving the statements of both (index merging).
+
+        The merged key is one pick's columns followed by the other's remaining ones (both orders are
+        tried); it must be smaller than the two and keep all but ``merge_margin`` of the estimated
+        time they save, re-planned on every statement that uses either.
+        """
+        merged_any = True
+        while merged_any:
+            merged_any = False
+            for a, b in itertools.combinations(list(self.chosen), 2):
+                if a.table != b.table or a.include or b.include:
+                    continue
+                for first, second in ((a, b), (b, a)):
+                    if self._try_merge(first, second, picks):
+                        merged_any = True
+                        break
+                if merged_any:
+                    break
+
+    def _try_merge(self, first: IndexSpec, second: IndexSpec, picks: dict[IndexSpec, Pick]) -> bool:
+        extra = [i for i, c in enumerate(second.columns) if c not in first.columns]
+        columns = (*first.columns, *(second.columns[i] for i in extra))
+        if len(columns) > self.policy.max_key_columns:
+            return False
+        flags = (
+            *(first.is_descending(i) for i in range(len(first.columns))),
+            *(second.is_descending(i) for i in extra),
+        )
+        merged = IndexSpec(first.table, columns, flags if any(flags) else ())
+        size = estimated_size(merged, self.stats[merged.table], self.coster.target.dialect)
+        if size >= self.size[first] + self.size[second] or self.covering_pick(merged) not in (None, first, second):
+            return False
+        users = [i for i, est in self.current.items() if est.used & {first.name, second.name}]
+        if not all(serves(merged, self.items[i].parsed) for i in users):
+            return False  # its leading column is not filtered, joined or sorted on by some user: no plan needed
+        config = [c for c in self.chosen if c not in (first, second)] + [merged]
+        saved = lost = 0.0
+        after: dict[int, Estimate] = {}
+        for i in users:
+            base, now, weight = self.baseline[i].cost, self.current[i].cost, self.items[i].weight_ms
+            try:
+                after[i] = self.estimate(i, config)
+            except TargetError:
+                return False
+            if base > 0:
+                saved += weight * (base - now) / base
+                lost += weight * (after[i].cost - now) / base
+        if lost > self.policy.merge_margin * saved:
+            return False
+        self.size[merged] = size
+        old = [picks.pop(first), picks.pop(second)]
+        penalty = max(p.penalty_ms for p in old)
+        picks[merged] = Pick(merged, size, sum(p.benefit_ms for p in old) - max(lost, 0.0), penalty)
+        self.chosen = [c for c in self.chosen if c not in (first, second)] + [merged]
+        self.relevant[merged] = sorted({*self.relevant.get(first, []), *self.relevant.get(second, [])})
+        self.current.update(after)
+        return True
+
+    def costly_cover(self, cand: IndexSpec, ev: _Evaluation) -> str | None:
+        """Why covering columns are not worth their bytes, or None.
+
+        Covering columns (INCLUDE, or trailing keys its statements do not filter or sort on) save heap
+        fetches; their bytes must save at least ``covering_value_ratio`` of what the bytes of the same
+        index without them save, per byte (that index costed alone on the same statements). Judging
+        them against their own index, not against a full scan, keeps the set stable when VACUUM makes
+        index-only scans look cheap.
+        """
+        plain = self._plain_of(cand, ev)
+        if plain is None:
+            return None
+        plain_size = estimated_size(plain, self.stats[cand.table], self.coster.target.dialect)
+        saved = extra = 0.0
+        for s in ev.served:
+            try:
+                alone = self.estimate(s.item, [plain]).cost
+            except TargetError:
+                return None
+            weight, base = self.items[s.item].weight_ms, self.baseline[s.item].cost
+            saved += weight * max(base - alone, 0.0) / base
+            extra += weight * max(alone - s.after, 0.0) / base
+        return self._cover_verdict(extra, self.size[cand] - plain_size, saved / max(plain_size, 1))
+
+    def _plain_of(self, cand: IndexSpec, ev: _Evaluation) -> IndexSpec | None:
+        """``cand`` without its covering columns (INCLUDE, or trailing keys its statements do not use)."""
+        if cand.include:
+            return IndexSpec(cand.table, cand.columns, cand.descending)
+        keyable = self._keyable(cand, ev)
+        n = next((i for i, c in enumerate(cand.columns) if c.lower() not in keyable), len(cand.columns))
+        if n in (0, len(cand.columns)):
+            return None
+        flags = tuple(cand.is_descending(i) for i in range(n))
+        return IndexSpec(cand.table, cand.columns[:n], flags if any(flags) else ())
+
+    def _keyable(self, cand: IndexSpec, ev: _Evaluation) -> set[str]:
+        return {
+            c.lower()
+            for s in ev.served
+            for u in self.items[s.item].parsed.usages
+            if u.table.lower() == cand.table.lower()
+            for c in u.keyable()
+        }
+
+    def _cover_verdict(self, gain: float, added_bytes: int, key_value: float) -> str | None:
+        value = gain / max(added_bytes, 1)
+        if added_bytes <= 0 or value >= self.policy.covering_value_ratio * key_value:
+            return None
+        return (
+            f"covering columns not worth their bytes: ~{gain:.0f} ms more for +{added_bytes / 1e6:.1f} MB "
+            f"({value * 1e6:.1f} ms/MB < {self.policy.covering_value_ratio:.0%} of the "
+            f"{key_value * 1e6:.1f} ms/MB of the index without them)"
+        )
+
+    def covering_pick(self, cand: IndexSpec) -> IndexSpec | None:
+        """A pick ``cand`` is, or is a left prefix of (``cand`` would be a redundant index)."""
         info = as_index_info(cand)
-        return cand not in self.chosen and not any(covers(as_index_info(c), info) for c in self.chosen)
+        return next((c for c in self.chosen if c == cand or covers(as_index_info(c), info)), None)
 
     def run(self) -> list[Pick]:
         picks: dict[IndexSpec, Pick] = {}
         # heap of (-score upper bound, tiebreak, candidate, round evaluated)
-        heap = [
-            (-bound, c.name, c, -1) for c in self.relevant if self.relevant[c] and (bound := self.first_bound(c)) > 0
-        ]
+        heap = []
+        for c in self.relevant:
+            if not self.relevant[c]:
+                continue
+            if (bound := self.first_bound(c)) > 0:
+                heap.append((-bound, c.name, c, -1))
+            else:
+                penalty, gain = self._penalty(c), self._benefit_bound(c)
+                why = f"write cost above gain: {penalty:.0f} ms of index maintenance on {c.table}"
+                why += f" >= {gain:.0f} ms saved"
+                self.refuse(c, "write-cost", why)
         heapq.heapify(heap)
         rnd, used_bytes = 0, 0
         while heap and len(picks) < self.policy.max_recommendations:
             _neg, name, cand, seen = heapq.heappop(heap)
-            if not self.eligible(cand):
+            if (pick := self.covering_pick(cand)) is not None:
+                if pick != cand:
+                    self.refuse(cand, "redundant", f"redundant: a left prefix of the picked index {pick.name}")
                 continue
             ev = self.evaluate(cand)
-            if ev is None or ev.benefit <= ev.penalty or not self.fits(cand, ev, used_bytes):
+            if ev is None:
+                continue
+            if ev.benefit <= ev.penalty:
+                self.refuse(
+                    cand,
+                    "write-cost",
+                    f"write cost above gain: {ev.penalty:.0f} ms of index maintenance on {cand.table} "
+                    f">= {ev.benefit:.0f} ms saved",
+                )
+                continue
+            if (why := self.misfit(cand, ev, used_bytes)) is not None:
+                self.refuse(cand, *why)
+                continue
+            if (why := self.costly_cover(cand, ev)) is not None:
+                self.refuse(cand, "below-threshold", why)
+                plain = self._plain_of(cand, ev)
+                if plain is not None and plain not in self.relevant:  # the same keys without them compete
+                    self.relevant[plain] = self.relevant[cand]
+                    self.size[plain] = estimated_size(plain, self.stats[plain.table], self.coster.target.dialect)
+                    heapq.heappush(heap, (-float("inf"), plain.name, plain, -1))
                 continue
             if seen != rnd:  # stale score: re-queue with the current one
                 heapq.heappush(heap, (-(ev.benefit - ev.penalty) / max(ev.added_bytes, 1), name, cand, rnd))
@@ -292,7 +479,13 @@ class _Search:
             self.chosen.append(cand)
             # the picked candidate's own estimates stand for its statements until the final re-plan
             self.current.update(ev.after)
+            self.verdicts.pop(cand, None)
             rnd += 1
+        self.merge(picks)
+        for *_, cand, _seen in heap:
+            self.verdicts.setdefault(
+                cand, ("limit", f"limit of {self.policy.max_recommendations} recommendations reached")
+            )
         # every statement re-planned once with all picks in place: what the advice reports
         for i in self.current:
             self.current[i] = self.estimate(i, self.chosen)
@@ -305,10 +498,12 @@ def select(
     coster: Coster,
     stats: dict[str, TableStats],
     policy: AdvisorPolicy,
+    write_ms: Mapping[str, float],
 ) -> Selection:
     """Greedy workload-wide choice among the shortlisted candidates (item index → its own best ones);
-    ``final`` holds each statement's estimate with all picks in place."""
-    search = _Search(items, shortlisted, coster, stats, policy)
+    ``final`` holds each statement's estimate with all picks in place; ``write_ms`` is each table's
+    write time in the measured window."""
+    search = _Search(items, shortlisted, coster, stats, policy, write_ms)
     picks = search.run()
     for pick in picks:
         pick.served = [
@@ -316,16 +511,4 @@ def select(
             for i in search.relevant[pick.spec]
             if pick.spec.name in (est := search.current[i]).used and est.cost < search.baseline[i].cost
         ]
-    return Selection(picks, search.baseline, search.current)
-
-
-def _write_ms(items: Sequence[WorkItem], stats: dict[str, TableStats], policy: AdvisorPolicy) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for it in items:
-        table = it.parsed.written_table
-        if it.parsed.kind in ("insert", "update", "delete") and table:
-            out[table] = out.get(table, 0.0) + it.weight_ms
-    for table, st in stats.items():
-        if table not in out and st.writes:
-            out[table] = st.writes * policy.ms_per_row_write
-    return out
+    return Selection(picks, search.baseline, search.current, search.verdicts)

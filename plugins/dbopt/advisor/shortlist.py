@@ -43,7 +43,11 @@ def shortlist(
         except TargetError:
             continue  # the statement cannot be planned at all (reported by the caller)
         best = _Ranking(items[i], coster, base, min_improvement, size)
-        chosen = best.cheapest(specs, keep) + best.most_per_byte(specs)
+        chosen = []
+        # per table: a join needs an index on each side, costed alone each cuts only its own share
+        for table in dict.fromkeys(s.table for s in specs):
+            mine = [s for s in specs if s.table == table]
+            chosen += best.cheapest(mine, keep) + best.most_per_byte(mine)
         if chosen:
             out[i] = list(dict.fromkeys(chosen))
     return out

@@ -208,20 +208,31 @@ def _warmup_text(warmup: int, cap: int) -> str:
 class _Arm:
     """Runs the queries against a target and collects each query's samples (one arm of a test)."""
 
-    def __init__(self, target: Target, queries: Sequence[BenchQuery]) -> None:
+    def __init__(
+        self,
+        target: Target,
+        queries: Sequence[BenchQuery],
+        progress: Callable[[int, int], None] | None = None,
+        total: int = 0,
+    ) -> None:
         self.target = target
         self.queries = queries
         self.samples: dict[str, list[float]] = {q.name: [] for q in queries}
         self._runs = dict.fromkeys(self.samples, 0)  # per query, to cycle through its variants
         self.warmup_state: dict[str, dict[str, Any]] = {}
+        self.progress, self.total, self.done = progress, total, 0
 
     def _run(self, q: BenchQuery) -> float:
         k = self._runs[q.name] % len(q.variants)
         self._runs[q.name] += 1
         try:
-            return self.target.timed(q.variants[k])
+            elapsed = self.target.timed(q.variants[k])
         except Exception as err:
             raise TargetError(f"benchmark query {q.name!r} (variant {k}) failed: {err}") from err
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
+        return elapsed
 
     def warm_up(self, at_least: int, cap: int) -> None:
         """Discarded runs per query until its timings are stable (or ``cap`` runs); none at all when
@@ -283,17 +294,20 @@ def measure(
     rounds: int = 5,
     seed: int = 0,
     warmup_cap: int = WARMUP_CAP,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BenchResult:
     """Time every query ``iterations × rounds`` times after its warm-up (see ``_Arm.warm_up``).
 
     ``target`` is a connected Target, or a database URL (opened with ``open_target`` and closed).
     Each round runs all queries' iterations in an order shuffled with ``random.Random(seed)``.
+    ``progress(done, total)`` is called after every run, warm-up included.
     """
     _check_plan(queries, iterations, warmup, rounds)
     rng = random.Random(seed)
     started = _now()
     with _opened(target) as tgt:
-        arm = _Arm(tgt, queries)
+        # the warm-up may stop before ``warmup_cap``: the total counts its least, as the bar's estimate
+        arm = _Arm(tgt, queries, progress, total=len(queries) * (warmup + iterations * rounds))
         arm.warm_up(warmup, max(warmup, warmup_cap))
         for _ in range(rounds):
             arm.round(iterations, rng)

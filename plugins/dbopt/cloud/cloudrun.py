@@ -1,12 +1,15 @@
 """Cloud Run services through the real Admin API v2 client: canary deploys, traffic, service-level scaling.
 
-Canary recipe (two steps, so the new revision is never referenced before it exists):
-1. ``deploy``: new template with an explicit revision name ``{service}-{suffix}``, traffic pinned 100% to the
-   revision serving now;
-2. ``shift_traffic``: previous ``100-N`` / new ``N`` tagged ``canary``; then ``promote`` (LATEST 100%) or
-   ``rollback`` (previous 100%).
-Every write sends the etag read just before; on a 409/412 conflict the service is re-read and the change
-re-applied, a bounded number of times. Changes that are already in place are not sent again (idempotent).
+Canary recipe (as ``gcloud run deploy --no-traffic --tag canary`` then ``update-traffic``):
+1. ``deploy``: new template with an explicit revision name ``{service}-{suffix}``, tagged ``canary`` at 0%;
+   traffic that followed LATEST is pinned to the revision serving it, so nothing moves yet. The deploy
+   waits for the revision's Ready condition and reports its message when the revision failed;
+2. ``shift_traffic``: the new revision gets N% (repeatable: 10, 25, 50 …), the others share the rest;
+   then ``promote`` (LATEST 100%) or ``rollback`` (previous 100%).
+Traffic edits keep every target and tag they do not own (``dbopt.cloud.traffic``). Every write sends the
+etag read just before; on a 409 ABORTED / 412 conflict the service is re-read and the change re-applied, a
+bounded number of times. Transient errors (429, 500, 502, 503, 504) are retried with exponential backoff.
+Changes that are already in place are not sent again (idempotent).
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import re
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
 from google.api_core.future import polling
+from google.auth.exceptions import GoogleAuthError
 from google.cloud import run_v2
 from google.protobuf import field_mask_pb2
 
+from dbopt.cloud import traffic
 from dbopt.cloud.deployment import CANARY_TAG, Deployment, revision_name
 from dbopt.cloud.gcp import CloudError, GcpSettings
 from dbopt.targets.base import Data
@@ -30,7 +38,20 @@ from dbopt.targets.base import Data
 log = logging.getLogger(__name__)
 
 ALLOCATION = run_v2.TrafficTargetAllocationType
+READY = run_v2.Condition.State
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# RESOURCE_EXHAUSTED (429), INTERNAL (500), 502, UNAVAILABLE (503), DEADLINE_EXCEEDED (504): worth another try.
+TRANSIENT = (
+    gexc.TooManyRequests,
+    gexc.InternalServerError,
+    gexc.BadGateway,
+    gexc.ServiceUnavailable,
+    gexc.GatewayTimeout,
+)
+
+
+class RevisionNotReady(CloudError):
+    """The new revision failed its Ready condition (bad image, crash at start, failed health check …)."""
 
 
 class ConcurrentModificationError(CloudError):
@@ -83,13 +104,24 @@ class CloudRun:
         conflict_retries: int = 3,
         timeout_s: float = 600.0,
         poll_s: float = 1.0,
+        backoff_s: float = 1.0,
+        retry_timeout_s: float = 120.0,
     ) -> None:
         self._services = services
         self._revisions = revisions
         self.project = project
         self.conflict_retries = conflict_retries
         self.timeout_s = timeout_s
+        self.poll_s = poll_s
         self._polling = polling.DEFAULT_POLLING.with_delay(initial=poll_s, maximum=poll_s * 10)
+        self._retry = gretry.Retry(
+            predicate=gretry.if_exception_type(*TRANSIENT),
+            initial=backoff_s,
+            maximum=backoff_s * 32,
+            multiplier=2.0,
+            timeout=retry_timeout_s,
+            on_error=lambda err: log.warning("Cloud Run call failed (%s); retrying", err),
+        )
 
     @classmethod
     def connect(cls, settings: GcpSettings, **options: Any) -> CloudRun:
@@ -119,15 +151,15 @@ class CloudRun:
         env = _check_env(env or {})
         if not env and not image:
             raise CloudError(f"{service}: nothing to deploy; give env changes and/or an image")
-        new_revision = revision_name(service, env, image, run_id)
+        new_revision = revision_name(service, env, image, run_id, region)
         path = self.service_path(service, region)
         previous: list[str] = []  # set by the attempt that succeeds
 
         def change(svc: run_v2.Service) -> bool:
             state = self._state(svc)
             previous.clear()
-            if self._revision_exists(path, new_revision):
-                # A retry after a crash: the revision is there, traffic is still on the previous one.
+            if self._revision(path, new_revision) is not None:
+                # A retry after a crash: the revision is there (ready or not, checked below).
                 serving = state.serving_revision(exclude_revision=new_revision)
                 if serving is None:
                     raise CloudError(f"{path}: revision {new_revision} exists but no other revision serves traffic")
@@ -144,19 +176,48 @@ class CloudRun:
                 container.image = image
             _merge_env(container, env)
             svc.template.revision = new_revision
-            svc.traffic = [_pinned(serving, 100)]
+            # --no-traffic: what followed LATEST stays on the revision serving it; the canary gets its tag.
+            pinned = traffic.pin_latest(map(_plain, svc.traffic), state.latest_ready_revision)
+            svc.traffic = _protos(traffic.edit(pinned, update_tags={CANARY_TAG: new_revision}))
             return True
 
-        self._update(path, change, mask=None)
+        try:
+            self._update(path, change, mask=None)
+        except CloudError:
+            self._raise_if_failed(path, new_revision)  # the revision's own reason beats the operation's
+            raise
+        self.wait_ready(path, new_revision)
         deployment = Deployment(self.project, region, service, previous[0], new_revision)
-        log.info("deployed %s (traffic stays 100%% on %s)", new_revision, deployment.previous_revision)
+        log.info("deployed %s (traffic stays on %s)", new_revision, deployment.previous_revision)
         return deployment
 
+    def wait_ready(self, service_path: str, revision: str) -> None:
+        """Until the revision's Ready condition succeeds; RevisionNotReady with its message if it failed."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            found = self._revision(service_path, revision)
+            if found is None:
+                raise CloudError(f"{service_path}: revision {revision} does not exist")
+            ready = _ready(found)
+            if ready is not None and ready.state == READY.CONDITION_SUCCEEDED:
+                return
+            self._raise_if_failed(service_path, revision, found)
+            if time.monotonic() >= deadline:
+                state = ready.state.name if ready is not None else "no Ready condition"
+                raise CloudError(f"{service_path}: revision {revision} not ready after {self.timeout_s:g}s ({state})")
+            time.sleep(self.poll_s)
+
     def shift_traffic(self, deployment: Deployment, percent: int, *, tag: str = CANARY_TAG) -> ServiceState:
-        """Previous revision ``100-percent``, new revision ``percent`` with a tag (its own URL)."""
+        """``percent`` to the new revision (tagged: its own URL); the revisions holding the rest keep it pro rata."""
         if not isinstance(percent, int) or not 0 <= percent <= 100:
             raise CloudError(f"traffic percent must be an integer 0..100, got {percent!r}")
-        targets = [_pinned(deployment.previous_revision, 100 - percent), _pinned(deployment.new_revision, percent, tag)]
+
+        def targets(svc: run_v2.Service) -> list[dict[str, Any]]:
+            current = list(map(_plain, svc.traffic))
+            return traffic.edit(
+                current, percents={deployment.new_revision: percent}, update_tags={tag: deployment.new_revision}
+            )
+
         state = self._set_traffic(deployment.service, deployment.region, targets)
         log.info("traffic %s: %s", deployment.service, _describe_traffic(state))
         return state
@@ -169,8 +230,11 @@ class CloudRun:
                 f"{deployment.service}: latest ready revision is {current.latest_ready_revision}, not "
                 f"{deployment.new_revision}; another deploy happened, promote it explicitly or roll back"
             )
-        latest = run_v2.TrafficTarget(type_=ALLOCATION.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST, percent=100)
-        state = self._set_traffic(deployment.service, deployment.region, [latest])
+        state = self._set_traffic(
+            deployment.service,
+            deployment.region,
+            lambda svc: traffic.edit(map(_plain, svc.traffic), latest=100, remove_tags=[CANARY_TAG]),
+        )
         log.info("promoted %s: %s", deployment.new_revision, _describe_traffic(state))
         return state
 
@@ -178,11 +242,11 @@ class CloudRun:
         """All traffic to ``previous_revision``, or to the revision now holding the non-canary traffic."""
         path = self.service_path(service, region)
 
-        def targets(svc: run_v2.Service) -> list[run_v2.TrafficTarget]:
+        def targets(svc: run_v2.Service) -> list[dict[str, Any]]:
             revision = previous_revision or self._state(svc).serving_revision()
             if revision is None:
                 raise CloudError(f"{path}: no previous revision recorded and none serves traffic; name one")
-            return [_pinned(revision, 100)]
+            return traffic.edit(map(_plain, svc.traffic), percents={revision: 100}, remove_tags=[CANARY_TAG])
 
         state = self._set_traffic(service, region, targets)
         log.info("rolled back %s: %s", service, _describe_traffic(state))
@@ -209,32 +273,40 @@ class CloudRun:
     # -- plumbing -------------------------------------------------------------------------------
 
     def _set_traffic(
-        self,
-        service: str,
-        region: str,
-        targets: list[run_v2.TrafficTarget] | Callable[[run_v2.Service], list[run_v2.TrafficTarget]],
+        self, service: str, region: str, targets: Callable[[run_v2.Service], list[dict[str, Any]]]
     ) -> ServiceState:
         def change(svc: run_v2.Service) -> bool:
-            wanted = targets(svc) if callable(targets) else targets
-            if _traffic_key(svc.traffic) == _traffic_key(wanted):
+            wanted = targets(svc)
+            if traffic.same(map(_plain, svc.traffic), wanted):
                 return False
-            svc.traffic = wanted
+            svc.traffic = _protos(wanted)
             return True
 
         return self._state(self._update(self.service_path(service, region), change, mask=["traffic"]))
 
     def _get(self, path: str) -> run_v2.Service:
-        try:
-            return self._services.get_service(name=path)
-        except gexc.NotFound as err:
-            raise CloudError(f"Cloud Run service {path} does not exist; check service, region and project") from err
+        with _calling(path):
+            try:
+                return self._services.get_service(name=path, retry=self._retry)
+            except gexc.NotFound as err:
+                raise CloudError(f"Cloud Run service {path} does not exist; check service, region and project") from err
 
-    def _revision_exists(self, service_path: str, revision: str) -> bool:
-        try:
-            self._revisions.get_revision(name=f"{service_path}/revisions/{revision}")
-        except gexc.NotFound:
-            return False
-        return True
+    def _revision(self, service_path: str, revision: str) -> run_v2.Revision | None:
+        with _calling(service_path):
+            try:
+                return self._revisions.get_revision(name=f"{service_path}/revisions/{revision}", retry=self._retry)
+            except gexc.NotFound:
+                return None
+
+    def _raise_if_failed(self, service_path: str, revision: str, found: run_v2.Revision | None = None) -> None:
+        found = found or self._revision(service_path, revision)
+        ready = _ready(found) if found is not None else None
+        if ready is not None and ready.state == READY.CONDITION_FAILED:
+            raise RevisionNotReady(
+                f"{service_path}: revision {revision} did not become ready: {ready.message or '(no message)'}"
+                + (f" [{_reason(ready)}]" if _reason(ready) else "")
+                + "; traffic stays on the previous revision"
+            )
 
     def _update(self, path: str, change: Callable[[run_v2.Service], bool], *, mask: list[str] | None) -> run_v2.Service:
         """Read, let ``change`` edit (False = already as wanted), write with the etag; retry on conflicts."""
@@ -247,8 +319,9 @@ class CloudRun:
                 service=svc, update_mask=field_mask_pb2.FieldMask(paths=mask) if mask else None
             )
             try:
-                operation = self._services.update_service(request=request)
-                return operation.result(timeout=self.timeout_s, polling=self._polling)
+                with _calling(path):
+                    operation = self._services.update_service(request=request, retry=self._retry)
+                    return operation.result(timeout=self.timeout_s, polling=self._polling, retry=self._retry)
             except (gexc.Conflict, gexc.PreconditionFailed) as err:
                 last = err
                 log.warning("%s changed concurrently (attempt %d: %s); re-reading", path, attempt, err.message)
@@ -290,14 +363,47 @@ class CloudRun:
         )
 
 
-def _pinned(revision: str, percent: int, tag: str = "") -> run_v2.TrafficTarget:
-    return run_v2.TrafficTarget(
-        type_=ALLOCATION.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION, revision=revision, percent=percent, tag=tag
-    )
+@contextmanager
+def _calling(path: str) -> Iterator[None]:
+    """Failures that are not the API's answer, named for the caller."""
+    try:
+        yield
+    except GoogleAuthError as err:
+        raise CloudError(f"{path}: signing in to Google failed: {err}") from err
+    except gexc.RetryError as err:
+        raise CloudError(f"{path}: still failing after retries for {err}: {err.cause}") from err
 
 
-def _traffic_key(targets: Any) -> list[tuple[int, str, int, str]]:
-    return sorted((int(t.type_), t.revision, t.percent, t.tag) for t in targets)
+def _ready(revision: run_v2.Revision) -> run_v2.Condition | None:
+    return next((c for c in revision.conditions if c.type_ == "Ready"), None)
+
+
+def _reason(condition: run_v2.Condition) -> str:
+    """The condition's reason enum name (revision-specific first), or "" when unset."""
+    for reason in (condition.revision_reason, condition.reason):
+        if reason:
+            return reason.name
+    return ""
+
+
+def _plain(t: run_v2.TrafficTarget) -> dict[str, Any]:
+    latest = t.type_ == ALLOCATION.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
+    kind = traffic.LATEST if latest else traffic.REVISION
+    return {"type": kind, "revision": "" if latest else _short(t.revision), "percent": t.percent, "tag": t.tag}
+
+
+def _protos(targets: list[dict[str, Any]]) -> list[run_v2.TrafficTarget]:
+    return [
+        run_v2.TrafficTarget(
+            type_=ALLOCATION.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
+            if t["type"] == traffic.LATEST
+            else ALLOCATION.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+            revision=t["revision"],
+            percent=t["percent"],
+            tag=t["tag"],
+        )
+        for t in targets
+    ]
 
 
 def _describe_traffic(state: ServiceState) -> str:

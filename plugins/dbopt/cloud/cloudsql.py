@@ -2,11 +2,15 @@
 
 Cloud SQL runs one admin operation per instance at a time; a second one gets HTTP 409
 ``operationInProgress`` (an automated backup, a maintenance update ...). We then wait for the running
-operations to finish and try again, a bounded number of times.
+operations to finish and try again, a bounded number of times. Transient failures (429, 5xx, dropped
+connections) are retried by the client library itself, ``num_retries`` times with exponential backoff (the
+connection's ``num_retries``, as the Google provider does). A backup whose description names the run (the
+operator's default) is started once per run: a retried task finds it and waits for it instead.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -15,10 +19,13 @@ from typing import Any
 
 from googleapiclient.errors import HttpError
 
-from dbopt.cloud.gcp import CloudError, GcpSettings
+from dbopt.cloud.gcp import DEFAULT_NUM_RETRIES, CloudError, GcpSettings
 from dbopt.targets.base import Data
 
 log = logging.getLogger(__name__)
+
+# A backup run in one of these states is this run's backup, done or under way; others (FAILED …) are not.
+_USABLE_BACKUP = {"ENQUEUED", "RUNNING", "SUCCESSFUL"}
 
 
 class OperationTimeout(CloudError):
@@ -70,8 +77,9 @@ class BackupRun(Data):
 class BackupResult(Data):
     project: str
     instance: str
-    operation: str
+    operation: str  # empty when an earlier attempt's backup was reused
     backup: BackupRun | None  # None if the API did not say which backup run the operation made
+    reused: bool = False  # True: a retried task found the backup its first attempt started
 
 
 @dataclass(frozen=True)
@@ -88,13 +96,21 @@ class CloudSQL:
     """Cloud SQL instances of one project."""
 
     def __init__(
-        self, api: Any, project: str, *, poll_s: float = 5.0, timeout_s: float = 1800.0, busy_retries: int = 5
+        self,
+        api: Any,
+        project: str,
+        *,
+        poll_s: float = 5.0,
+        timeout_s: float = 1800.0,
+        busy_retries: int = 5,
+        num_retries: int = DEFAULT_NUM_RETRIES,
     ) -> None:
         self._api = api
         self.project = project
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self.busy_retries = busy_retries
+        self.num_retries = num_retries
 
     @classmethod
     def connect(cls, settings: GcpSettings, **options: Any) -> CloudSQL:
@@ -109,14 +125,24 @@ class CloudSQL:
         api = build(
             "sqladmin", "v1", static_discovery=True, cache_discovery=False, client_options=client_options, **auth
         )
-        return cls(api, settings.project, **options)
+        return cls(api, settings.project, **{"num_retries": settings.num_retries, **options})
 
     def tier(self, instance: str) -> str:
         found = self._execute(instance, lambda: self._api.instances().get(project=self.project, instance=instance))
         return found["settings"]["tier"]
 
-    def backup(self, instance: str, description: str = "") -> BackupResult:
-        """Start an on-demand backup run and wait until it is done."""
+    def backup(self, instance: str, description: str) -> BackupResult:
+        """Start an on-demand backup run and wait until it is done.
+
+        ``description`` should name the run (e.g. ``dbopt weekly-ion scheduled__2026-04-21``): a backup run
+        with the same description that is done or under way is this run's, and is waited for, not repeated.
+        """
+        if not description:
+            raise CloudError(f"{instance}: a backup needs a description naming the run (it makes retries safe)")
+        earlier = next((b for b in self.list_backups(instance, limit=50) if b.description == description), None)
+        if earlier is not None and earlier.status in _USABLE_BACKUP:
+            log.info("backup %s of %s (%s) was started by an earlier attempt", earlier.id, instance, earlier.status)
+            return BackupResult(self.project, instance, "", self._wait_backup(instance, earlier), reused=True)
         op = self._when_free(
             instance,
             lambda: self._api.backupRuns().insert(
@@ -136,6 +162,21 @@ class CloudSQL:
             )
             log.info("backup %s of %s: %s", run.id, instance, run.status)
         return BackupResult(self.project, instance, op["name"], run)
+
+    def _wait_backup(self, instance: str, run: BackupRun) -> BackupRun:
+        deadline = time.monotonic() + self.timeout_s
+        while run.status != "SUCCESSFUL":
+            if run.status not in _USABLE_BACKUP:
+                raise CloudError(f"Cloud SQL backup {run.id} of {instance} ended {run.status}")
+            if time.monotonic() >= deadline:
+                raise OperationTimeout(
+                    f"Cloud SQL backup {run.id} of {instance} still {run.status} after {self.timeout_s:g}s"
+                )
+            time.sleep(self.poll_s)
+            request = functools.partial(self._api.backupRuns().get, project=self.project, instance=instance, id=run.id)
+            found = self._execute(instance, request)
+            run = BackupRun.from_api(found)
+        return run
 
     def list_backups(self, instance: str, limit: int = 20) -> list[BackupRun]:
         """Most recent backup runs first (what the API returns)."""
@@ -168,7 +209,11 @@ class CloudSQL:
         limit = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit
         while True:
-            op = Operation.from_api(self._api.operations().get(project=self.project, operation=operation).execute())
+            op = Operation.from_api(
+                self._api.operations()
+                .get(project=self.project, operation=operation)
+                .execute(num_retries=self.num_retries)
+            )
             if op.status == "DONE":
                 if op.error:
                     raise CloudError(f"Cloud SQL operation {operation} ({op.operation_type}) failed: {op.error}")
@@ -183,11 +228,55 @@ class CloudSQL:
         found = self._execute(instance, lambda: self._api.operations().list(project=self.project, instance=instance))
         return [op for op in map(Operation.from_api, found.get("items", [])) if op.status != "DONE"]
 
+    # -- replicas (downsizing by replica: dbopt.cloud.resize) --------------------------------------------
+
+    def instance(self, instance: str) -> dict[str, Any]:
+        """The DatabaseInstance resource as the API returns it."""
+        return self._execute(instance, lambda: self._api.instances().get(project=self.project, instance=instance))
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        return self._execute("(all)", lambda: self._api.instances().list(project=self.project)).get("items", [])
+
+    def create_replica(self, primary: str, name: str, tier: str, timeout_s: float | None = None) -> Operation:
+        """``instances.insert`` with ``masterInstanceName``: a read replica of ``primary`` on ``tier``; waits."""
+        source = self.instance(primary)
+        body = {
+            "name": name,
+            "masterInstanceName": primary,
+            "region": source.get("region"),
+            "databaseVersion": source.get("databaseVersion"),
+            "settings": {"tier": tier},
+        }
+        op = self._when_free(primary, lambda: self._api.instances().insert(project=self.project, body=body))
+        log.info("replica %s of %s on tier %s: creating (operation %s)", name, primary, tier, op["name"])
+        return self.wait(op["name"], timeout_s)
+
+    def promote_replica(self, replica: str) -> Operation:
+        """``instances.promoteReplica``: the replica becomes a stand-alone primary; waits."""
+        op = self._when_free(
+            replica, lambda: self._api.instances().promoteReplica(project=self.project, instance=replica)
+        )
+        return self.wait(op["name"])
+
+    def delete_instance(self, instance: str) -> Operation:
+        op = self._when_free(instance, lambda: self._api.instances().delete(project=self.project, instance=instance))
+        return self.wait(op["name"])
+
+    def set_labels(self, instance: str, labels: dict[str, str | None]) -> Operation:
+        """Patch ``settings.userLabels`` (no restart); a None value removes that label."""
+        op = self._when_free(
+            instance,
+            lambda: self._api.instances().patch(
+                project=self.project, instance=instance, body={"settings": {"userLabels": labels}}
+            ),
+        )
+        return self.wait(op["name"])
+
     def _when_free(self, instance: str, request: Callable[[], Any]) -> dict[str, Any]:
         """Run a mutating request; on 409 wait for the instance's running operations and retry."""
         for attempt in range(1, self.busy_retries + 2):
             try:
-                return request().execute()
+                return request().execute(num_retries=self.num_retries)
             except HttpError as err:
                 if err.resp.status != 409:
                     raise _error(instance, err) from err
@@ -210,7 +299,7 @@ class CloudSQL:
 
     def _execute(self, instance: str, request: Callable[[], Any]) -> dict[str, Any]:
         try:
-            return request().execute()
+            return request().execute(num_retries=self.num_retries)
         except HttpError as err:
             raise _error(instance, err) from err
 

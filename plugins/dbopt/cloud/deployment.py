@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dbopt.cloud.gcp import CloudError
+from dbopt.cloud.gcp import CloudError, json_value
 from dbopt.targets.base import Data
 
 CANARY_TAG = "canary"
@@ -32,11 +32,7 @@ class Deployment(Data):
         """The deploy task's XCom (a dict, or JSON text after Jinja rendering); None when nothing was recorded."""
         if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
             return None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as err:
-                raise CloudError(f"{source}: not JSON ({err}); pass the deploy task's XCom (deploy.output)") from err
+        value = json_value(value, source, "pass the deploy task's XCom (deploy.output)")
         if not isinstance(value, Mapping):
             raise CloudError(f"{source}: expected a mapping from the deploy task, got {type(value).__name__}")
         missing = [f for f in ("project", "region", "service", "previous_revision", "new_revision") if not value.get(f)]
@@ -45,9 +41,10 @@ class Deployment(Data):
         return cls.from_dict(dict(value))
 
 
-def revision_name(service: str, env: Mapping[str, str], image: str | None, run_id: str) -> str:
-    """``{service}-{8 hex}`` from the change and the run id: a retried run finds the revision it created."""
-    change = json.dumps({"env": dict(env), "image": image, "run_id": run_id}, sort_keys=True)
+def revision_name(service: str, env: Mapping[str, str], image: str | None, run_id: str, region: str) -> str:
+    """``{service}-{8 hex}`` from the change, the run id and the region: a retried run finds the revision it
+    created, and the same change in two regions gets two names (metrics labelled by revision stay apart)."""
+    change = json.dumps({"env": dict(env), "image": image, "run_id": run_id, "region": region}, sort_keys=True)
     name = f"{service}-{hashlib.sha256(change.encode()).hexdigest()[:8]}"
     if not _REVISION_NAME.match(name):
         raise CloudError(f"revision name {name!r} is not valid (service name too long or not lowercase?)")

@@ -13,7 +13,9 @@ windows in a time zone::
           - {name: morning-spike, days: mon-fri, start: "08:00", end: "09:00", min_instances: 4, max_instances: 150}
 
 Windows are local wall-clock times (so they follow DST), ``start`` inclusive, ``end`` exclusive; an ``end``
-at or before ``start`` runs past midnight. The first window that matches wins.
+at or before ``start`` runs past midnight. The first window that matches wins. An optional ``forecast:``
+(``dbopt.cloud.forecast``) sets min instances from the traffic history passed to ``apply_scaling``;
+the windows decide where that history is too short.
 ``desired_scaling(rules, now)`` is pure; ``apply_scaling`` reads the current settings and changes only what differs.
 """
 
@@ -30,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from dbopt.cloud.forecast import ForecastSettings, forecast_min_instances, hour_start, parse_forecast
 from dbopt.targets.base import Data
 
 if TYPE_CHECKING:
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 _TOP_KEYS = {"timezone", "services"}
-_SERVICE_KEYS = {"service", "region", "timezone", "default", "windows"}
+_SERVICE_KEYS = {"service", "region", "timezone", "default", "windows", "forecast"}
 _WINDOW_KEYS = {"name", "days", "start", "end", "min_instances", "max_instances"}
 
 
@@ -79,6 +82,7 @@ class ServiceRule(Data):
     timezone: str
     default: Bounds
     windows: tuple[Window, ...]
+    forecast: ForecastSettings | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -122,12 +126,44 @@ def desired_scaling(rules: ScalingRules, now: datetime) -> dict[tuple[str, str],
     return {rule.key: rule.bounds_at(now) for rule in rules.rules}
 
 
-def apply_scaling(run: CloudRun, rules: ScalingRules, now: datetime, *, dry_run: bool = False) -> list[ScalingChange]:
-    """Bring every service to its desired min/max; services already there are not touched."""
+def forecast_bounds(rule: ServiceRule, now: datetime, history: Mapping[int, float]) -> Bounds | None:
+    """The rule's bounds with min instances from the traffic forecast, or None (no forecast / short history)."""
+    if rule.forecast is None:
+        return None
+    fixed = rule.bounds_at(now)
+    hour = hour_start(now.timestamp())
+    result = forecast_min_instances(
+        history,
+        hour,
+        rule.forecast,
+        timezone=rule.timezone,
+        floor=rule.default.min_instances,
+        ceiling=fixed.max_instances,
+    )
+    log.info("%s/%s forecast: %s", rule.region, rule.service, result.reason)
+    if result.min_instances is None:
+        return None
+    return Bounds(result.min_instances, max(fixed.max_instances, result.min_instances))
+
+
+def apply_scaling(
+    run: CloudRun,
+    rules: ScalingRules,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    history: Mapping[tuple[str, str], Mapping[int, float]] | None = None,
+) -> list[ScalingChange]:
+    """Bring every service to its desired min/max; services already there are not touched.
+
+    ``history``: per (service, region), hourly peak concurrency for rules with a ``forecast``.
+    """
     changes = []
     for rule in rules.rules:
         window = rule.window_at(now)
-        want = window.bounds if window else rule.default
+        name, want = (window.name, window.bounds) if window else ("default", rule.default)
+        if (forecast := forecast_bounds(rule, now, (history or {}).get(rule.key, {}))) is not None:
+            name, want = "forecast", forecast
         state = run.describe(rule.service, rule.region)
         have = Bounds(state.min_instances, state.max_instances)
         local = now.astimezone(ZoneInfo(rule.timezone)).strftime("%a %H:%M %Z")
@@ -136,9 +172,7 @@ def apply_scaling(run: CloudRun, rules: ScalingRules, now: datetime, *, dry_run:
             continue
         if not dry_run:
             run.set_scaling(rule.service, rule.region, *want)
-        change = ScalingChange(
-            rule.service, rule.region, window.name if window else "default", local, have, want, not dry_run
-        )
+        change = ScalingChange(rule.service, rule.region, name, local, have, want, not dry_run)
         log.info(
             "%s%s/%s at %s (%s): min %d -> %d, max %d -> %d",
             "[dry run] " if dry_run else "",
@@ -202,8 +236,17 @@ def _service_rule(item: Any, source: str, where: str, default_tz: str | None) ->
     windows = entry.get("windows", [])
     if not isinstance(windows, list):
         raise ScalingRulesError(f"{source}: {where}.windows: must be a list of windows")
+    try:
+        forecast = parse_forecast(entry["forecast"], f"{where}.forecast") if "forecast" in entry else None
+    except ValueError as err:
+        raise ScalingRulesError(f"{source}: {err}") from err
     return ServiceRule(
-        service, region, tz, default, tuple(_window(w, source, f"{where}.windows[{i}]") for i, w in enumerate(windows))
+        service,
+        region,
+        tz,
+        default,
+        tuple(_window(w, source, f"{where}.windows[{i}]") for i, w in enumerate(windows)),
+        forecast,
     )
 
 

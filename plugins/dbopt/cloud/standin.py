@@ -1,10 +1,14 @@
 """A local stand-in for the Cloud Run Admin API v2 and the Cloud SQL Admin API v1 (REST/JSON, plain HTTP).
 
 The real client libraries talk to it unchanged (``{"endpoint": stand_in.endpoint, "anonymous": true}``).
-It keeps state, answers long-running operations that finish after ``lro_polls`` polls, and fails the
-way Google does: 404 NOT_FOUND, 409 ABORTED on an etag mismatch (AIP-154; 412 if ``etag_status=412``),
-409 ALREADY_EXISTS for a reused revision name with another configuration, 409 ``operationInProgress``
-while a Cloud SQL instance runs another operation, 400 for bad traffic splits.
+It keeps state for any number of projects and locations, answers long-running operations that finish
+after ``lro_polls`` polls, and fails the way Google does: 404 NOT_FOUND, 409 ABORTED on an etag mismatch
+(AIP-154, which google-cloud-run raises as ``Aborted``; 412 if ``etag_status=412``), 409 ALREADY_EXISTS for
+a reused revision name with another configuration, 409 ``operationInProgress`` while a Cloud SQL instance
+runs another operation, 400 for bad traffic splits. On demand (for tests): a revision that fails its Ready
+condition (the operation then ends with FAILED_PRECONDITION and the condition's message) or takes a while to
+become ready, Cloud SQL operations that end with an error, transient 429/503 answers (``fail_next``), and,
+given a ``TokenAuthority``, 401 for calls without its tokens.
 
 Only loopback, random port; use it as a context manager or call ``start()``/``stop()``.
 """
@@ -22,13 +26,23 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from dbopt.cloud.standin_auth import TokenAuthority, authorization
 from dbopt.standin_server import BackgroundServer
 
 SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
 _LATEST = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
 _REVISION = "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
 _TRAFFIC_TYPES = {0: "TRAFFIC_TARGET_ALLOCATION_TYPE_UNSPECIFIED", 1: _LATEST, 2: _REVISION}  # clients send ints
-_STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "ABORTED", 412: "FAILED_PRECONDITION"}
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 _RUN_SERVICE = re.compile(r"^/v2/(projects/[^/]+/locations/[^/]+/services/[^/]+)$")
 _RUN_REVISION = re.compile(r"^/v2/(projects/[^/]+/locations/[^/]+/services/[^/]+)/revisions/([^/]+)$")
@@ -38,6 +52,8 @@ _SQL_BACKUPS = re.compile(r"^/v1/projects/([^/]+)/instances/([^/]+)/backupRuns$"
 _SQL_BACKUP = re.compile(r"^/v1/projects/([^/]+)/instances/([^/]+)/backupRuns/([^/]+)$")
 _SQL_OPERATIONS = re.compile(r"^/v1/projects/([^/]+)/operations$")
 _SQL_OPERATION = re.compile(r"^/v1/projects/([^/]+)/operations/([^/]+)$")
+_SQL_INSTANCES = re.compile(r"^/v1/projects/([^/]+)/instances$")
+_SQL_PROMOTE = re.compile(r"^/v1/projects/([^/]+)/instances/([^/]+)/promoteReplica$")
 
 
 class ApiError(Exception):
@@ -81,6 +97,8 @@ class CloudRunState:
         self.operations: dict[str, dict[str, Any]] = {}
         self.foreign_writes: dict[str, int] = {}  # service path -> writes "someone else" makes before ours
         self.updates: list[tuple[str, list[str]]] = []  # (service path, update mask) of accepted PATCHes
+        self.revision_failures: list[tuple[str, str]] = []  # (message, reason) for the next new revisions
+        self.ready_after_polls = 0  # a new revision reports RECONCILING for this many reads, then Ready
         self._ids = itertools.count(1)
 
     def seed(
@@ -114,6 +132,15 @@ class CloudRunState:
         """Make another writer change the service right before each of our next ``times`` writes."""
         self.foreign_writes[path] = self.foreign_writes.get(path, 0) + times
 
+    def fail_next_revision(
+        self,
+        message: str = "The user-provided container failed to start and listen on the port defined provided by "
+        "the PORT=8080 environment variable within the allocated timeout.",
+        reason: str = "HEALTH_CHECK_CONTAINER_ERROR",
+    ) -> None:
+        """The next revision created fails its Ready condition with this message and ``RevisionReason``."""
+        self.revision_failures.append((message, reason))
+
     def set_traffic(self, path: str, traffic: list[dict[str, Any]]) -> None:
         """Set traffic directly, e.g. to leave a service at 90/10 as a crashed canary would."""
         self.services[path]["traffic"] = self._checked_traffic(path, traffic)
@@ -128,6 +155,10 @@ class CloudRunState:
             revision = self.revisions.get(m[1], {}).get(m[2])
             if revision is None:
                 raise ApiError(404, f"Revision {m[2]} not found.")
+            if revision["_polls_until_ready"] > 0:
+                revision["_polls_until_ready"] -= 1
+                if not revision["_polls_until_ready"]:
+                    revision.update(reconciling=False, conditions=[{"type": "Ready", "state": "CONDITION_SUCCEEDED"}])
             return {k: v for k, v in revision.items() if not k.startswith("_")}
         if m := _RUN_OPERATION.match(path):
             return self._poll(m[1])
@@ -159,10 +190,12 @@ class CloudRunState:
         if "traffic" in fields:  # may name the revision this very request creates
             updated["traffic"] = self._checked_traffic(name, body.get("traffic", []), also=revision)
         self.services[name] = updated
-        if revision:
-            self._new_revision(name, revision)
-        self._commit(name)
+        failure = self._new_revision(name, revision) if revision else None
+        self._commit(name, failure)
         self.updates.append((name, mask))
+        if failure:  # as Cloud Run reports it: the operation fails with the revision's condition
+            message = f"Revision '{revision}' is not ready and cannot serve traffic. {failure}"
+            return self._operation(name, error={"code": 9, "message": message})
         return self._operation(name)
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -192,18 +225,30 @@ class CloudRunState:
         short = name.rsplit("/", 1)[-1]
         return wanted or f"{short}-{len(self.revisions[name]) + 1:05d}-xyz"
 
-    def _new_revision(self, name: str, revision: str) -> None:
+    def _new_revision(self, name: str, revision: str) -> str | None:
+        """Create the revision; returns the failure message if it is one that fails its Ready condition."""
         service = self.services[name]
         config = {k: v for k, v in service["template"].items() if k != "revision"}
+        ready: dict[str, Any] = {"type": "Ready", "state": "CONDITION_SUCCEEDED"}
+        failure = self.revision_failures.pop(0) if self.revision_failures else None
+        if failure:
+            ready = {"type": "Ready", "state": "CONDITION_FAILED", "message": failure[0], "revisionReason": failure[1]}
+        elif self.ready_after_polls:
+            ready = {"type": "Ready", "state": "CONDITION_RECONCILING"}
         self.revisions[name][revision] = {
             "name": f"{name}/revisions/{revision}",
             "service": name.rsplit("/", 1)[-1],
             "containers": copy.deepcopy(config.get("containers", [])),
             "createTime": _now(),
-            "conditions": [{"type": "Ready", "state": "CONDITION_SUCCEEDED"}],
+            "reconciling": ready["state"] == "CONDITION_RECONCILING",
+            "conditions": [ready],
             "_config": copy.deepcopy(config),
+            "_polls_until_ready": 0 if failure else self.ready_after_polls,
         }
-        service["latestCreatedRevision"] = service["latestReadyRevision"] = f"{name}/revisions/{revision}"
+        service["latestCreatedRevision"] = f"{name}/revisions/{revision}"
+        if not failure:  # a failed revision never becomes the latest ready one
+            service["latestReadyRevision"] = f"{name}/revisions/{revision}"
+        return failure[0] if failure else None
 
     def _checked_traffic(
         self, name: str, traffic: list[dict[str, Any]], also: str | None = None
@@ -222,15 +267,19 @@ class CloudRunState:
             raise ApiError(400, f"Traffic percentages must add up to 100, got {total}.")
         return targets or [{"type": _LATEST, "percent": 100}]
 
-    def _commit(self, name: str) -> None:
+    def _commit(self, name: str, failure: str | None = None) -> None:
+        """A new generation; a failed reconciliation keeps the last serving traffic (as Cloud Run reports it)."""
         service = self.services[name]
         generation = int(service["generation"]) + 1
         latest = service["latestReadyRevision"].rsplit("/", 1)[-1]
         service.update(
-            generation=str(generation),
-            observedGeneration=str(generation),
-            etag=f'"{generation}"',
-            updateTime=_now(),
+            generation=str(generation), observedGeneration=str(generation), etag=f'"{generation}"', updateTime=_now()
+        )
+        if failure:
+            service["terminalCondition"] = {"type": "Ready", "state": "CONDITION_FAILED", "message": failure}
+            return
+        service.update(
+            terminalCondition={"type": "Ready", "state": "CONDITION_SUCCEEDED"},
             trafficStatuses=[
                 {
                     "type": t["type"],
@@ -242,11 +291,11 @@ class CloudRunState:
             ],
         )
 
-    def _operation(self, name: str) -> dict[str, Any]:
+    def _operation(self, name: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
         parent = name.rsplit("/services/", 1)[0]
         op_name = f"{parent}/operations/op-{next(self._ids)}"
         snapshot = dict(copy.deepcopy(self.services[name]), **{"@type": SERVICE_TYPE})
-        self.operations[op_name] = {"snapshot": snapshot, "polls_left": self.lro_polls}
+        self.operations[op_name] = {"snapshot": snapshot, "polls_left": self.lro_polls, "error": error}
         return {"name": op_name, "done": False, "metadata": snapshot}
 
     def _poll(self, op_name: str) -> dict[str, Any]:
@@ -256,6 +305,8 @@ class CloudRunState:
         if op["polls_left"] > 0:
             op["polls_left"] -= 1
             return {"name": op_name, "done": False, "metadata": op["snapshot"]}
+        if op["error"]:
+            return {"name": op_name, "done": True, "metadata": op["snapshot"], "error": op["error"]}
         return {"name": op_name, "done": True, "metadata": op["snapshot"], "response": op["snapshot"]}
 
 
@@ -269,6 +320,8 @@ class CloudSqlState:
         self.operations: dict[tuple[str, str], dict[str, Any]] = {}
         self.rejected: list[tuple[str, str]] = []  # (instance, method) answered with 409
         self.unlisted_busy: dict[tuple[str, str], int] = {}  # 409s to give with no operation listed
+        self.operation_failures: list[dict[str, str]] = []  # errors the next operations end with
+        self.failing_replicas: set[str] = set()  # replica names whose creation ends FAILED
         self._ids = itertools.count(1)
 
     def seed(
@@ -288,6 +341,10 @@ class CloudSqlState:
         """An operation someone else started (e.g. an automated backup); done after ``polls`` polls."""
         return self._new_operation(project, instance, operation_type, polls)["name"]
 
+    def fail_next_operation(self, message: str, code: str = "INTERNAL_ERROR") -> None:
+        """The next operation started ends DONE with this error (a backup run it made ends FAILED)."""
+        self.operation_failures.append({"kind": "sql#operationError", "code": code, "message": message})
+
     def busy_without_operation(self, project: str, instance: str, times: int) -> None:
         """Answer the next ``times`` mutating calls with 409 while listing no operation (Google-side work)."""
         self.unlisted_busy[(project, instance)] = times
@@ -305,6 +362,10 @@ class CloudSqlState:
             self._instance(m[1], m[2])
             for run in self.backups[(m[1], m[2])]:
                 if run["id"] == m[3]:
+                    # the backup progresses whether or not anyone polls its operation
+                    for (project, name), op in self.operations.items():
+                        if project == m[1] and op.get("backupContext", {}).get("backupId") == run["id"]:
+                            self._poll(project, name)
                     return run
             raise ApiError(404, f"Backup run {m[3]} does not exist.", reason="backupRunDoesNotExist")
         if m := _SQL_OPERATIONS.match(path):
@@ -344,7 +405,11 @@ class CloudSqlState:
         project, instance = m[1], m[2]
         found = self._instance(project, instance)
         self._ensure_idle(project, instance, "instances.patch")
-        found["settings"].update(body.get("settings", {}))  # patch semantics: merge
+        settings = dict(body.get("settings", {}))
+        if "userLabels" in settings:  # a map field: merged key by key, null removes the key
+            labels = {**found["settings"].get("userLabels", {}), **settings.pop("userLabels")}
+            found["settings"]["userLabels"] = {k: v for k, v in labels.items() if v is not None}
+        found["settings"].update(settings)  # patch semantics: merge
         found["settings"]["settingsVersion"] = str(int(found["settings"]["settingsVersion"]) + 1)
         return self._public(self._new_operation(project, instance, "UPDATE", self.lro_polls))
 
@@ -382,6 +447,7 @@ class CloudSqlState:
             "targetProject": project,
             "insertTime": _now(),
             "_polls_left": polls,
+            "_error": self.operation_failures.pop(0) if self.operation_failures else None,
         }
         if backup_id:
             op["backupContext"] = {"kind": "sql#backupContext", "backupId": backup_id}
@@ -397,26 +463,107 @@ class CloudSqlState:
             op["status"] = "RUNNING"
         elif op["status"] != "DONE":
             op.update(status="DONE", endTime=_now())
+            if op["_error"]:
+                op["error"] = {"kind": "sql#operationErrors", "errors": [op["_error"]]}
+            if on_done := op.pop("_on_done", None):
+                on_done(op)
             backup_id = op.get("backupContext", {}).get("backupId")
             for run in self.backups.get((project, op["targetId"]), []):
                 if run["id"] == backup_id:
-                    run.update(status="SUCCESSFUL", endTime=op["endTime"])
+                    run.update(status="FAILED" if op["_error"] else "SUCCESSFUL", endTime=op["endTime"])
         return self._public(op)
 
     @staticmethod
     def _public(op: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in op.items() if not k.startswith("_")}
 
+    # -- replicas: instances.list / insert (masterInstanceName) / promoteReplica / delete -------------------
+
+    def replicas(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The replica calls; None for any other request (the handlers above answer those)."""
+        if method == "GET" and (m := _SQL_INSTANCES.match(path)):
+            return {"kind": "sql#instancesList", "items": [i for (p, _), i in self.instances.items() if p == m[1]]}
+        if method == "POST" and (m := _SQL_INSTANCES.match(path)):
+            return self._insert(m[1], body)
+        if method == "POST" and (m := _SQL_PROMOTE.match(path)):
+            return self._promote(m[1], m[2])
+        if method == "DELETE" and (m := _SQL_INSTANCE.match(path)):
+            self._ensure_idle(m[1], m[2], "instances.delete")
+            op = self._new_operation(m[1], m[2], "DELETE", self.lro_polls)
+            op["_on_done"] = lambda _op, key=(m[1], m[2]): self.instances.pop(key, None)
+            return self._public(op)
+        return None
+
+    def _insert(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
+        name, master = body.get("name"), body.get("masterInstanceName")
+        tier = body.get("settings", {}).get("tier")
+        if not name or not tier:
+            raise ApiError(400, "Invalid request: name and settings.tier are required.", reason="invalid")
+        if (project, name) in self.instances:
+            raise ApiError(409, f"The Cloud SQL instance {name} already exists.", reason="instanceAlreadyExists")
+        primary = self._instance(project, master) if master else None
+        self.instances[(project, name)] = {
+            "kind": "sql#instance",
+            "name": name,
+            "project": project,
+            "state": "PENDING_CREATE",
+            "region": body.get("region"),
+            "databaseVersion": body.get("databaseVersion") or (primary or {}).get("databaseVersion"),
+            "settings": {"tier": tier, "settingsVersion": "1"},
+            **({"masterInstanceName": master, "instanceType": "READ_REPLICA_INSTANCE"} if master else {}),
+        }
+        self.backups[(project, name)] = []
+        if primary is not None:
+            primary.setdefault("replicaNames", []).append(name)
+        op = self._new_operation(project, name, "CREATE_REPLICA" if master else "CREATE", self.lro_polls)
+
+        def ready(op: dict[str, Any]) -> None:
+            if name in self.failing_replicas:
+                self.instances[(project, name)]["state"] = "FAILED"
+                op["error"] = {"errors": [{"code": "INTERNAL_ERROR", "message": "replica failed to start"}]}
+            else:
+                self.instances[(project, name)]["state"] = "RUNNABLE"
+
+        op["_on_done"] = ready
+        return self._public(op)
+
+    def _promote(self, project: str, replica: str) -> dict[str, Any]:
+        found = self._instance(project, replica)
+        if not found.get("masterInstanceName"):
+            raise ApiError(400, f"{replica} is not a read replica.", reason="notAReplica")
+        self._ensure_idle(project, replica, "instances.promoteReplica")
+        primary = self.instances.get((project, found.pop("masterInstanceName")))
+        if primary is not None:
+            primary["replicaNames"] = [n for n in primary.get("replicaNames", []) if n != replica]
+        found["instanceType"] = "CLOUD_SQL_INSTANCE"
+        return self._public(self._new_operation(project, replica, "PROMOTE_REPLICA", self.lro_polls))
+
 
 class StandIn(BackgroundServer):
     """Both APIs on one loopback port: Cloud Run under ``/v2/``, Cloud SQL Admin under ``/v1/``."""
 
-    def __init__(self, *, lro_polls: int = 1, etag_status: int = 409, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        lro_polls: int = 1,
+        etag_status: int = 409,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        auth: TokenAuthority | None = None,
+    ) -> None:
         self.host, self.port = host, port  # tests: loopback and a free port; the compose stack: 0.0.0.0:8086
         self.run = CloudRunState(lro_polls, etag_status)
         self.sql = CloudSqlState(lro_polls)
+        # With an authority, API calls need its tokens (401 otherwise) and it answers the token calls.
+        self.auth = auth
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, for assertions
+        self.principals: list[str | None] = []  # who sent each API request (with ``auth``)
+        self.failures: list[int] = []  # HTTP statuses for the next API requests (transient errors)
         self._lock = threading.Lock()
+
+    def fail_next(self, *statuses: int) -> None:
+        """Answer the next API requests with these statuses (429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE …)."""
+        self.failures.extend(statuses)
 
     @property
     def endpoint(self) -> str:
@@ -429,18 +576,33 @@ class StandIn(BackgroundServer):
     def handler_class(self) -> type[BaseHTTPRequestHandler]:
         return _handler(self)
 
-    def handle(self, method: str, raw_path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def handle(
+        self, method: str, raw_path: str, raw: bytes, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         url = urlparse(raw_path)
         query = parse_qs(url.query)
+        headers = headers or {}
         with self._lock:
+            if self.auth is not None and (answer := self.auth.handle(method, url.path, headers, raw)):
+                return answer
             self.requests.append((method, url.path))
             try:
+                if self.auth is not None:
+                    principal = self.auth.principal(authorization(headers))
+                    self.principals.append(principal)
+                    if principal is None:
+                        raise ApiError(401, "Request had invalid authentication credentials.")
+                if self.failures:
+                    raise ApiError(self.failures.pop(0), "The service is currently unavailable.")
+                body = json.loads(raw) if raw else {}
                 if url.path.startswith("/v2/"):
                     if method == "GET":
                         return 200, self.run.get(url.path)
                     if method == "PATCH":
                         return 200, self.run.patch(url.path, query, body)
                 elif url.path.startswith("/v1/"):
+                    if (answer := self.sql.replicas(method, url.path, body)) is not None:
+                        return 200, answer
                     if method == "GET":
                         return 200, self.sql.get(url.path, query)
                     if method == "POST":
@@ -461,8 +623,8 @@ def _handler(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-            status, payload = stand_in.handle(self.command, self.path, body)
+            raw = self.rfile.read(length) if length else b""
+            status, payload = stand_in.handle(self.command, self.path, raw, dict(self.headers))
             data = json.dumps(payload, default=str).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -470,7 +632,7 @@ def _handler(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PATCH = _serve
+        do_GET = do_POST = do_PATCH = do_DELETE = _serve
 
     return Handler
 

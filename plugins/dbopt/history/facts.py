@@ -213,7 +213,7 @@ def outcome(record: Record) -> str:
     builds = [c for c in changes if c["action"] == "create" and c["step"] == "create_index"]
     if result is not None and result.decision == "NO-GO":
         word = "no_go"
-    elif any(c["status"] == "failed" for c in changes):
+    elif any(c["status"] == "failed" for c in changes) or record.get("first_failure"):
         word = "failed"
     elif any(v["rolled_back"] for v in views):
         word = "rolled_back"

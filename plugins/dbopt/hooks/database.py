@@ -51,3 +51,16 @@ class DbTargetHook(BaseHook):
         if "target" in self.__dict__:
             self.target.close()
             del self.__dict__["target"]
+
+
+# Registered as connection types by dbopt's provider info (dbopt.provider_info), so that
+# `airflow connections add --conn-type sqlite|mysql` and the UI form know them. PostgreSQL's type
+# comes from apache-airflow-providers-postgres.
+class SqliteTargetHook(DbTargetHook):
+    conn_type = "sqlite"
+    hook_name = "SQLite (dbopt target)"
+
+
+class MysqlTargetHook(DbTargetHook):
+    conn_type = "mysql"
+    hook_name = "MySQL / MariaDB (dbopt target)"

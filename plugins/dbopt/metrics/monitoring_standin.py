@@ -8,7 +8,11 @@ way the API documents it: filter clauses joined by AND; ``ALIGN_DELTA`` / ``ALIG
 values as JSON strings; periods without data have no point; long answers are paged with
 ``nextPageToken`` (a series' points may continue on the next page); errors as
 ``{"error": {"code", "message", "status"}}``. Percentiles are exact nearest-rank over the raw
-latencies, not the bucket interpolation the real service does. Loopback only.
+latencies, not the bucket interpolation the real service does. Like the real service it can lag
+(``ingestion_delay_s``: newer requests are not visible yet), answer with ``executionErrors`` (partial data),
+fail transiently (``fail_next``) and, given a ``TokenAuthority``, refuse calls without its tokens
+(401 UNAUTHENTICATED) and record who called. Filters take ``resource.labels.x`` and ``resource.label.x``
+alike (both spellings are valid in the Monitoring filter language). Loopback only.
 """
 
 from __future__ import annotations
@@ -17,21 +21,27 @@ import json
 import math
 import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from dbopt.standin_server import BackgroundServer
+
+if TYPE_CHECKING:
+    from dbopt.cloud.standin_auth import TokenAuthority
 
 COUNT = "run.googleapis.com/request_count"
 LATENCIES = "run.googleapis.com/request_latencies"
 _PATH = re.compile(r"^/v3/projects/([^/]+)/timeSeries$")
 _CLAUSE = re.compile(r'^\s*([a-z_.]+)\s*=\s*"((?:[^"\\]|\\.)*)"\s*$')
 _GROUPABLE = {"resource.label.revision_name", "resource.label.service_name", "metric.label.response_code_class"}
+_FILTERABLE = {"resource.type", "resource.label.location", "resource.label.project_id", *_GROUPABLE}
+_STATUS = {401: "UNAUTHENTICATED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
 
 class BadRequest(Exception):
@@ -48,6 +58,7 @@ class Request:
     code_class: str = "2xx"
     service: str = "svc"
     location: str = "europe-west1"
+    project: str = "demo-project"
 
 
 def _parse_time(text: str, name: str) -> float:
@@ -67,10 +78,15 @@ def _parse_filter(text: str) -> dict[str, str]:
         m = _CLAUSE.match(clause)
         if not m:
             raise BadRequest(f'unsupported filter clause {clause.strip()!r} (stand-in supports key = "value" AND …)')
-        clauses[m.group(1)] = re.sub(r"\\(.)", r"\1", m.group(2))
+        clauses[_singular(m.group(1))] = re.sub(r"\\(.)", r"\1", m.group(2))
     if "metric.type" not in clauses:
         raise BadRequest("filter must name metric.type")
     return clauses
+
+
+def _singular(name: str) -> str:
+    """``resource.labels.x`` → ``resource.label.x`` (the filter language accepts both)."""
+    return re.sub(r"^(resource|metric)\.labels\.", r"\1.label.", name)
 
 
 def _labels(r: Request) -> dict[str, str]:
@@ -79,6 +95,7 @@ def _labels(r: Request) -> dict[str, str]:
         "resource.label.service_name": r.service,
         "resource.label.revision_name": r.revision,
         "resource.label.location": r.location,
+        "resource.label.project_id": r.project,
         "metric.label.response_code_class": r.code_class,
     }
 
@@ -92,16 +109,27 @@ class MonitoringStandIn(BackgroundServer):
     """Use: ``with MonitoringStandIn() as s: s.record([...])``, then point a source at it with
     ``CloudMonitoringSource(..., endpoint=s.url, credentials="anonymous")``."""
 
-    def __init__(self, page_size: int = 1000) -> None:
+    def __init__(
+        self, page_size: int = 1000, *, ingestion_delay_s: float = 0.0, authority: TokenAuthority | None = None
+    ) -> None:
         self.page_size = page_size  # points per page, to exercise paging
+        self.ingestion_delay_s = ingestion_delay_s  # requests newer than this (wall clock) are not visible yet
+        self.authority = authority
+        self.execution_errors: list[dict[str, Any]] = []  # sent with every answer while set (partial data)
+        self.failures: list[int] = []  # HTTP statuses to answer the next calls with, one per call
         self.requests: list[Request] = []
         self.seen: list[dict[str, Any]] = []  # what clients sent: path, params, headers
+        self.principals: list[str | None] = []  # who called (with an authority)
         self._lock = threading.Lock()
 
     # --- data -------------------------------------------------------------------------------------
     def record(self, requests: Iterable[Request]) -> None:
         with self._lock:
             self.requests.extend(requests)
+
+    def fail_next(self, *statuses: int) -> None:
+        """Answer the next calls with these HTTP statuses (e.g. 503, 429), then normally again."""
+        self.failures.extend(statuses)
 
     # --- server -----------------------------------------------------------------------------------
     def handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -127,13 +155,24 @@ class MonitoringStandIn(BackgroundServer):
         parts = urlsplit(path)
         params = {k: v if k.endswith("groupByFields") else v[-1] for k, v in parse_qs(parts.query).items()}
         self.seen.append({"path": parts.path, "params": params, "headers": headers})
+        if self.authority is not None:
+            from dbopt.cloud.standin_auth import authorization
+
+            self.principals.append(self.authority.principal(authorization(headers)))
+            if self.principals[-1] is None:
+                return _error(401, "Request had invalid authentication credentials.")
+        if self.failures:
+            return _error(self.failures.pop(0), "The service is currently unavailable.")
         m = _PATH.match(parts.path)
         if not m:
             return 404, {"error": {"code": 404, "message": f"no such method {parts.path}", "status": "NOT_FOUND"}}
         try:
-            return 200, self.list_time_series(params)
+            body = self.list_time_series(params)
         except BadRequest as err:
             return 400, {"error": {"code": 400, "message": str(err), "status": "INVALID_ARGUMENT"}}
+        if self.execution_errors:
+            body["executionErrors"] = list(self.execution_errors)
+        return 200, body
 
     def list_time_series(self, params: dict[str, Any]) -> dict[str, Any]:
         for required in ("filter", "interval.endTime", "view"):
@@ -161,21 +200,26 @@ class MonitoringStandIn(BackgroundServer):
             raise BadRequest(f"the stand-in supports REDUCE_SUM and REDUCE_PERCENTILE_95, not {reducer!r}")
         if (reducer == "REDUCE_PERCENTILE_95") != (metric_type == LATENCIES):
             raise BadRequest(f"{reducer} does not apply to {metric_type} in this stand-in")
-        group_by = params.get("aggregation.groupByFields", [])
+        group_by = [_singular(f) for f in params.get("aggregation.groupByFields", [])]
         if set(group_by) - _GROUPABLE:
             raise BadRequest(f"groupByFields {sorted(set(group_by) - _GROUPABLE)} not supported")
         label_filters = {k: v for k, v in clauses.items() if k != "metric.type"}
-        unknown = set(label_filters) - {"resource.type", *_GROUPABLE, "resource.label.location"}
+        unknown = set(label_filters) - _FILTERABLE
         if unknown:
             raise BadRequest(f"filter on {sorted(unknown)} not supported by the stand-in")
 
         # Series identity: the fields kept after reduction (all labels when not reducing).
-        keep = group_by if reducer != "REDUCE_NONE" else sorted(_GROUPABLE | {"resource.label.location"})
+        keep = group_by if reducer != "REDUCE_NONE" else sorted(_FILTERABLE - {"resource.type"})
         if metric_type == LATENCIES and reducer == "REDUCE_NONE":
             keep = [k for k in keep if k != "metric.label.response_code_class"]
         buckets: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        ingested = time.time() - self.ingestion_delay_s
         with self._lock:
-            selected = [r for r in self.requests if all(_labels(r)[k] == v for k, v in label_filters.items())]
+            selected = [
+                r
+                for r in self.requests
+                if r.t <= ingested and all(_labels(r)[k] == v for k, v in label_filters.items())
+            ]
         for r in selected:
             if not start < r.t <= end:
                 continue
@@ -240,3 +284,7 @@ class MonitoringStandIn(BackgroundServer):
         if offset + self.page_size < len(flat):
             body["nextPageToken"] = str(offset + self.page_size)
         return body
+
+
+def _error(code: int, message: str) -> tuple[int, dict[str, Any]]:
+    return code, {"error": {"code": code, "message": message, "status": _STATUS.get(code, "UNKNOWN")}}

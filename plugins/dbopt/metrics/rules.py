@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dbopt.metrics.sources import MetricSource, MetricSourceError, Series
+from dbopt.metrics.sources import MetricSource, MetricSourceError, PartialDataError, Series
 from dbopt.targets.base import Data
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -254,6 +254,8 @@ def evaluate(rule: Rule, sources: Mapping[str, MetricSource], now: float | None 
     try:
         series = source.query(rule.metric, rule.scope, rule.window_s, end=now)
         baseline = source.query(rule.metric, rule.relative_to, rule.window_s, end=now) if rule.relative_to else None
+    except PartialDataError as err:  # the backend answered, incompletely: not judged, and not a source failure
+        return RuleResult(rule.name, rule.describe(), "inconclusive", str(err))
     except MetricSourceError as err:
         return RuleResult(rule.name, rule.describe(), "inconclusive", f"source error: {err}", error=str(err))
     return judge(rule, series, baseline)

@@ -1,4 +1,4 @@
-"""Where rule figures come from: one interface, three backends (Prometheus, Cloud Monitoring, the database).
+"""Where rule figures come from: one interface, four backends (Prometheus, Cloud Monitoring, the database, Redis).
 
 ``MetricSource.query(metric, scope, window_s)`` returns a ``Series``: time-ordered samples of one figure
 for one population ("canary", "baseline", "service" or "database") over the last ``window_s`` seconds,
@@ -11,7 +11,7 @@ can rebuild it in the triggerer process. No Airflow import here.
 
 from __future__ import annotations
 
-import json
+import itertools
 import math
 import re
 import time
@@ -23,6 +23,7 @@ from string import Template
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
+from google.auth.exceptions import GoogleAuthError
 
 from dbopt.targets.base import Data, HealthFigures
 
@@ -88,7 +89,8 @@ class MetricSource(ABC):
 # --- Prometheus --------------------------------------------------------------------------------
 
 # PromQL per metric. $sel is the scope's label selector ({revision="…"}), $sel_5xx the same with
-# code_class="5xx", $rate the rate() range. Names match include/demo_service/app.py; override per service.
+# code_class="5xx", $sel_hit with result="hit", $rate the rate() range. Names match
+# include/demo_service/app.py; override per service.
 PROMQL: dict[str, str] = {
     "latency_p95_ms": "1000 * histogram_quantile(0.95, "
     "sum by (le) (rate(http_request_duration_seconds_bucket$sel[$rate])))",
@@ -98,6 +100,8 @@ PROMQL: dict[str, str] = {
     "request_rate": "sum(rate(http_requests_total$sel[$rate]))",
     "pool_usage": "sum(db_pool_checked_out$sel) / sum(db_pool_size$sel)",
     "pool_timeouts": "sum(increase(db_pool_timeouts_total$sel[$rate]))",
+    # the application's own cache counter (the demo service's read-through Redis cache)
+    "cache_hit_ratio": "sum(rate(cache_lookups_total$sel_hit[$rate])) / sum(rate(cache_lookups_total$sel[$rate]))",
 }
 PROMQL_REQUESTS = "sum(increase(http_requests_total$sel[$window]))"
 
@@ -173,6 +177,7 @@ class PrometheusSource(MetricSource):
         fill = {
             "sel": self._selector(scope),
             "sel_5xx": self._selector(scope, code_class="5xx"),
+            "sel_hit": self._selector(scope, result="hit"),
             "rate": _promql_duration(self.rate_window_s),
             "window": _promql_duration(window_s),
         }
@@ -181,7 +186,7 @@ class PrometheusSource(MetricSource):
         except (KeyError, ValueError) as err:
             raise MetricSourceError(
                 f"PromQL template for {metric!r} uses an unknown placeholder ({err}); "
-                "allowed: $sel $sel_5xx $rate $window"
+                "allowed: $sel $sel_5xx $sel_hit $rate $window"
             ) from None
 
     def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
@@ -225,6 +230,13 @@ MONITORING_ENDPOINT = "https://monitoring.googleapis.com"
 MONITORING_READ_SCOPE = "https://www.googleapis.com/auth/monitoring.read"
 _LATENCIES = "run.googleapis.com/request_latencies"
 _COUNT = "run.googleapis.com/request_count"
+_TRANSIENT = {429, 500, 502, 503, 504}  # RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED …
+# Google documents that Cloud Run metrics may take up to ~4 minutes to appear: newer periods are incomplete.
+INGESTION_DELAY_S = 240.0
+
+
+class PartialDataError(MetricSourceError):
+    """The backend answered but said its answer may be incomplete (the check is inconclusive, not judged)."""
 
 
 def _rfc3339(t: float) -> str:
@@ -245,13 +257,19 @@ def _point_value(point: dict[str, Any]) -> float:
 
 
 class CloudMonitoringSource(MetricSource):
-    """Cloud Run revision metrics from Cloud Monitoring's REST API ``projects.timeSeries.list``.
+    """Cloud Run revision metrics of one service in one region, from Cloud Monitoring's REST
+    ``projects.timeSeries.list``.
 
     REST over ``google.auth`` ``AuthorizedSession`` rather than the ``google-cloud-monitoring`` client:
     that client ships only gRPC transports and is not a project dependency, while google-auth and
     requests already are; the REST endpoint can also be pointed at a local stand-in
-    (``dbopt.metrics.monitoring_standin``) for tests. ``scopes`` maps a scope to a revision name
-    (None = every revision of the service).
+    (``dbopt.metrics.monitoring_standin``). ``scopes`` maps a scope to a revision name (None = every
+    revision of the service in ``location``). Every filter names the project, the location and the
+    service, so another region's requests never count. ``credentials``: "default" (ADC), "anonymous"
+    (a stand-in), or a Google connection's extra (``dbopt.cloud.gcp`` fields: key_path, keyfile_dict, …).
+    Periods newer than ``ingestion_delay_s`` are not read (still being ingested); transient HTTP errors
+    (429/5xx) are retried ``retries`` times with exponential backoff; ``executionErrors`` or ``unreachable``
+    in an answer raise :class:`PartialDataError`.
     """
 
     kind = "cloud_monitoring"
@@ -261,26 +279,37 @@ class CloudMonitoringSource(MetricSource):
         self,
         project: str,
         service: str,
+        location: str,
         scopes: Mapping[str, str | None],
         *,
         endpoint: str = MONITORING_ENDPOINT,
         alignment_s: int = 60,
-        credentials: str = "default",
+        credentials: str | Mapping[str, Any] = "default",
+        ingestion_delay_s: float = INGESTION_DELAY_S,
         timeout_s: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 1.0,
     ) -> None:
         if alignment_s < 60:
             raise ValueError("CloudMonitoringSource alignment_s must be >= 60 (the API's minimum alignment period)")
-        if credentials not in ("default", "anonymous"):
+        if not (isinstance(credentials, Mapping) or credentials in ("default", "anonymous")):
             raise ValueError(
-                "CloudMonitoringSource credentials must be 'default' (ADC) or 'anonymous' (local stand-in)"
+                "CloudMonitoringSource credentials must be 'default' (ADC), 'anonymous' (local stand-in) "
+                "or a Google connection's extra (key_path, keyfile_dict, …)"
             )
+        if not location:
+            raise ValueError("CloudMonitoringSource location must name the service's region, e.g. 'us-central1'")
         self.project = project
         self.service = service
+        self.location = location
         self.scopes = dict(scopes)
         self.endpoint = endpoint.rstrip("/")
         self.alignment_s = alignment_s
         self.credentials = credentials
+        self.ingestion_delay_s = ingestion_delay_s
         self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
         self._session: requests.Session | None = None
 
     def to_config(self) -> dict[str, Any]:
@@ -288,11 +317,15 @@ class CloudMonitoringSource(MetricSource):
             "kind": self.kind,
             "project": self.project,
             "service": self.service,
+            "location": self.location,
             "scopes": self.scopes,
             "endpoint": self.endpoint,
             "alignment_s": self.alignment_s,
             "credentials": self.credentials,
+            "ingestion_delay_s": self.ingestion_delay_s,
             "timeout_s": self.timeout_s,
+            "retries": self.retries,
+            "backoff_s": self.backoff_s,
         }
 
     def _http(self) -> requests.Session:
@@ -301,7 +334,17 @@ class CloudMonitoringSource(MetricSource):
             from google.auth.credentials import AnonymousCredentials
             from google.auth.transport.requests import AuthorizedSession
 
-            if self.credentials == "anonymous":
+            from dbopt.cloud.gcp import ConfigError, GcpSettings
+
+            if isinstance(self.credentials, Mapping):
+                try:
+                    settings = GcpSettings.from_extra(
+                        self.credentials, source="cloud_monitoring credentials", project=self.project
+                    )
+                except ConfigError as err:
+                    raise MetricSourceError(str(err)) from err
+                creds = settings.credentials()
+            elif self.credentials == "anonymous":
                 creds = AnonymousCredentials()
             else:
                 creds, _ = google.auth.default(scopes=[MONITORING_READ_SCOPE])
@@ -318,16 +361,45 @@ class CloudMonitoringSource(MetricSource):
         parts = [
             f"metric.type = {_filter_string(metric_type)}",
             'resource.type = "cloud_run_revision"',
-            f"resource.label.service_name = {_filter_string(self.service)}",
+            f"resource.labels.project_id = {_filter_string(self.project)}",
+            f"resource.labels.location = {_filter_string(self.location)}",
+            f"resource.labels.service_name = {_filter_string(self.service)}",
         ]
         if self.scopes[scope]:
-            parts.append(f"resource.label.revision_name = {_filter_string(self.scopes[scope])}")
+            parts.append(f"resource.labels.revision_name = {_filter_string(self.scopes[scope])}")
         if code_class:
-            parts.append(f"metric.label.response_code_class = {_filter_string(code_class)}")
+            parts.append(f"metric.labels.response_code_class = {_filter_string(code_class)}")
         return " AND ".join(parts)
 
-    def list_points(self, filter_: str, reducer: str, start: float, end: float) -> dict[float, float]:
-        """One reduced series as {period end: value}; pages are followed, points come newest first."""
+    def _get(self, url: str, params: dict[str, Any], filter_: str) -> dict[str, Any]:
+        """One page, retried on transient failures; raises MetricSourceError otherwise."""
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http().get(url, params=params, timeout=self.timeout_s)
+                body = response.json()
+            except GoogleAuthError as err:  # e.g. a key Google no longer accepts: retrying will not help
+                raise MetricSourceError(f"Cloud Monitoring: signing in to Google failed: {_brief(err)}") from err
+            except (requests.RequestException, ValueError) as err:
+                failure = f"Cloud Monitoring {url} did not answer: {_brief(err)}"
+                status = None
+            else:
+                if response.status_code == 200:
+                    return body
+                error = body.get("error", {}) if isinstance(body, dict) else {}
+                status = response.status_code
+                failure = (
+                    f"Cloud Monitoring refused {filter_!r}: HTTP {status} "
+                    f"{error.get('status', '')}: {error.get('message', body)}"
+                )
+            if (status is not None and status not in _TRANSIENT) or attempt == self.retries:
+                break
+            time.sleep(self.backoff_s * 2**attempt)
+        raise MetricSourceError(failure + (f" (after {self.retries + 1} attempts)" if status in _TRANSIENT else ""))
+
+    def list_points(
+        self, filter_: str, reducer: str, start: float, end: float, group_by: tuple[str, ...] = ()
+    ) -> dict[str, dict[float, float]]:
+        """Reduced series keyed by their ``group_by`` label values ("" without grouping) as {period end: value}."""
         params: dict[str, Any] = {
             "filter": filter_,
             "interval.startTime": _rfc3339(start),
@@ -337,50 +409,54 @@ class CloudMonitoringSource(MetricSource):
             "aggregation.crossSeriesReducer": reducer,
             "view": "FULL",
         }
+        if group_by:
+            params["aggregation.groupByFields"] = list(group_by)
         url = f"{self.endpoint}/v3/projects/{self.project}/timeSeries"
         # A long series may continue on the next page: merge pages by the series' identity.
-        series: dict[str, list[dict[str, Any]]] = {}
+        series: dict[str, dict[float, float]] = {}
         while True:
-            try:
-                response = self._http().get(url, params=params, timeout=self.timeout_s)
-                body = response.json()
-            except (requests.RequestException, ValueError) as err:
-                raise MetricSourceError(f"Cloud Monitoring {url} did not answer: {_brief(err)}") from err
-            if response.status_code != 200:
-                error = body.get("error", {}) if isinstance(body, dict) else {}
-                raise MetricSourceError(
-                    f"Cloud Monitoring refused {filter_!r}: HTTP {response.status_code} "
-                    f"{error.get('status', '')}: {error.get('message', body)}"
-                )
+            body = self._get(url, params, filter_)
+            problems = [f"{e.get('code', '?')}: {e.get('message', '')}" for e in body.get("executionErrors", [])]
+            problems += [f"unreachable: {where}" for where in body.get("unreachable", [])]
+            if problems:
+                raise PartialDataError(f"partial data from Cloud Monitoring for {filter_!r}: {'; '.join(problems)}")
             for ts in body.get("timeSeries", []):
-                identity = json.dumps([ts.get("metric"), ts.get("resource")], sort_keys=True)
-                series.setdefault(identity, []).extend(ts.get("points", []))
+                labels = {**ts.get("resource", {}).get("labels", {}), **ts.get("metric", {}).get("labels", {})}
+                key = ",".join(labels.get(field.rsplit(".", 1)[-1], "") for field in group_by)
+                points = series.setdefault(key, {})
+                for p in ts.get("points", []):
+                    points[datetime.fromisoformat(p["interval"]["endTime"]).timestamp()] = _point_value(p)
             if not body.get("nextPageToken"):
                 break
             params["pageToken"] = body["nextPageToken"]
-        if len(series) > 1:
+        if not group_by and len(series) > 1:
             raise MetricSourceError(f"Cloud Monitoring returned {len(series)} series for {filter_!r}; expected one")
-        points = next(iter(series.values()), [])
-        return {datetime.fromisoformat(p["interval"]["endTime"]).timestamp(): _point_value(p) for p in points}
+        return series
 
     def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
         self._check_metric(metric)
         if window_s < self.alignment_s:
             raise MetricSourceError(f"window {window_s}s is shorter than the alignment period {self.alignment_s}s")
-        stop = _aligned_end(end, self.alignment_s)
+        complete = time.time() - self.ingestion_delay_s
+        stop = _aligned_end(complete if end is None else min(end, complete), self.alignment_s)
         start = stop - window_s
+        # Requests and errors from one aligned query: request_count summed per response class.
         count_filter = self._filter(_COUNT, scope)
-        counts = self.list_points(count_filter, "REDUCE_SUM", start, stop)
+        by_class = self.list_points(count_filter, "REDUCE_SUM", start, stop, ("metric.labels.response_code_class",))
+        counts: dict[float, float] = {}
+        for points in by_class.values():
+            for t, n in points.items():
+                counts[t] = counts.get(t, 0.0) + n
+        shown = count_filter
         if metric == "latency_p95_ms":
-            shown = self._filter(_LATENCIES, scope)
-            values = self.list_points(shown, "REDUCE_PERCENTILE_95", start, stop)
+            # p95 of successful requests: fast failures would otherwise pull the percentile down.
+            shown = self._filter(_LATENCIES, scope, code_class="2xx")
+            values = self.list_points(shown, "REDUCE_PERCENTILE_95", start, stop).get("", {})
         elif metric == "error_ratio":
-            shown = self._filter(_COUNT, scope, code_class="5xx")
-            errors = self.list_points(shown, "REDUCE_SUM", start, stop)
+            errors = by_class.get("5xx", {})
             # A period with requests but no 5xx point had zero errors; 0 requests gives NaN (0/0).
             values = {t: errors.get(t, 0.0) / n if n else math.nan for t, n in counts.items()}
         else:  # request_rate
-            shown = count_filter
             values = {t: n / self.alignment_s for t, n in counts.items()}
         samples = tuple(Sample(t, v) for t, v in sorted(values.items()))
         return Series(metric, scope, samples, float(sum(counts.values())), self.kind, shown)
@@ -485,12 +561,83 @@ class DatabaseSource(MetricSource):
         return Series(metric, scope, samples, None, self.kind, f"target.health().{metric}")
 
 
+# --- Redis (the cache in front of the database) -------------------------------------------------------
+
+
+class RedisSource(MetricSource):
+    """``cache_hit_ratio`` of a Redis server from ``INFO stats`` (``dbopt.cache.stats``), scope "service".
+
+    Redis keeps counters, not history: each query takes a reading and the samples are the hit ratios
+    between successive readings inside the window; the request count is the lookups over the window. A
+    first query waits ``probe_s`` for a second reading, so a one-off check (the health gate) still gets
+    a delta. NaN = no lookups between two readings.
+    """
+
+    kind = "redis"
+    metrics = frozenset({"cache_hit_ratio"})
+
+    def __init__(self, url: str, *, probe_s: float = 5.0, history_s: float = 3600.0, timeout_s: float = 5.0) -> None:
+        if probe_s <= 0:
+            raise ValueError("RedisSource: probe_s must be > 0")
+        self.url = url
+        self.probe_s = probe_s
+        self.history_s = history_s
+        self.timeout_s = timeout_s
+        self._client: Any = None
+        self._readings: list[Any] = []
+
+    def to_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": self.url, "probe_s": self.probe_s, "history_s": self.history_s,
+                "timeout_s": self.timeout_s}  # fmt: skip
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _read(self) -> Any:
+        import redis
+
+        from dbopt.cache.stats import read_stats
+
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.url, socket_timeout=self.timeout_s)
+        try:
+            reading = read_stats(self._client)
+        except redis.RedisError as err:
+            where = self._client.connection_pool.connection_kwargs  # host/port/db; never the password
+            raise MetricSourceError(
+                f"Redis {where.get('host')}:{where.get('port')} did not answer INFO stats: {_brief(err)}"
+            ) from err
+        self._readings = [r for r in self._readings if r.t >= reading.t - self.history_s] + [reading]
+        return reading
+
+    def query(self, metric: str, scope: str, window_s: float, *, end: float | None = None) -> Series:
+        from dbopt.cache.stats import deltas
+
+        self._check_metric(metric)
+        if scope != "service":
+            raise MetricSourceError(f"the redis source answers scope 'service' (the whole server), not {scope!r}")
+        if end is not None and end < time.time() - PRESENT_S:
+            raise MetricSourceError("Redis counters are instantaneous: the past cannot be queried")
+        if not self._readings:
+            self._read()
+            time.sleep(self.probe_s)
+        now = self._read().t
+        inside = [r for r in self._readings if r.t >= now - max(window_s, self.probe_s)]
+        pairs = [(after.t, *deltas(before, after)) for before, after in itertools.pairwise(inside)]
+        samples = tuple(Sample(t, h / (h + m) if h + m else math.nan) for t, h, m in pairs)
+        lookups = float(sum(h + m for _, h, m in pairs))
+        return Series(metric, scope, samples, lookups, self.kind, "INFO stats keyspace_hits/keyspace_misses")
+
+
 # --- plain-JSON descriptions -------------------------------------------------------------------------
 
 _KINDS: dict[str, type[MetricSource]] = {
     PrometheusSource.kind: PrometheusSource,
     CloudMonitoringSource.kind: CloudMonitoringSource,
     DatabaseSource.kind: DatabaseSource,
+    RedisSource.kind: RedisSource,
 }
 
 

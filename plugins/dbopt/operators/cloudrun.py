@@ -84,7 +84,8 @@ class CloudRunRollbackOperator(CloudRunOperator):
     """All traffic back to the recorded previous revision; idempotent.
 
     Without a recorded deployment (the deploy task died before its XCom), ``service`` and ``region`` name the
-    service and the revision now holding the non-canary traffic gets 100%.
+    service and the revision now holding the non-canary traffic gets 100%. Given ``deployment=deploy.output``
+    alone, a run whose deploy recorded nothing (it never ran) skips: there is nothing of this run to undo.
     """
 
     template_fields: Sequence[str] = (*GcpBaseOperator.template_fields, "deployment", "service", "region")
@@ -94,14 +95,21 @@ class CloudRunRollbackOperator(CloudRunOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.deployment, self.service, self.region = deployment, service, region
+        self.expects_deployment = deployment is not None  # an XComArg here; None after rendering = no record
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         deployment = Deployment.from_value(self.deployment, source=f"{self.task_id}.deployment")
         if deployment is not None:
             state = self.client.rollback(deployment.service, deployment.region, deployment.previous_revision)
         elif self.service and self.region:
             self.log.warning("no deployment recorded; rolling back to the revision serving non-canary traffic")
             state = self.client.rollback(self.service, self.region)
+        elif self.expects_deployment:
+            reason = "nothing to roll back: this run's deploy task recorded no deployment (it did not run)"
+            self.log.info(reason)
+            raise AirflowSkipException(reason)
         else:
             raise CloudError(f"{self.task_id}: give deployment=deploy.output, or service and region")
         return state.to_dict()
@@ -128,3 +136,54 @@ class CloudRunSetScalingOperator(CloudRunOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         state = self.client.set_scaling(self.service, self.region, int(self.min_instances), int(self.max_instances))
         return state.to_dict()
+
+
+class CloudRunSteppedCanaryOperator(CloudRunOperator):
+    """Stepped canary on a deployed revision: for each of ``steps`` (e.g. ``[10, 25, 50]``) shift that share of
+    traffic, then run the whole analysis (``plan``, ``sources`` as for ``CanaryAnalysisSensor``); stop at the
+    first step that does not pass. Returns ``{"decision", "reason", "failed_step", "steps": [verdict …]}``, each
+    step with its times and evidence; the DAG's promote / rollback tasks act on ``decision``.
+
+    It holds a worker slot for the whole rollout (one analysis per step, in this process).
+    """
+
+    template_fields: Sequence[str] = (*GcpBaseOperator.template_fields, "deployment", "steps", "plan", "sources")
+
+    def __init__(
+        self,
+        *,
+        deployment: Any,
+        steps: list[int],
+        plan: dict[str, Any],
+        sources: dict[str, dict[str, Any]],
+        database_conn_id: str | None = None,
+        tag: str = CANARY_TAG,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deployment, self.steps, self.plan, self.sources = deployment, steps, plan, sources
+        self.database_conn_id, self.tag = database_conn_id, tag
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from dbopt.metrics.analysis import AnalysisPlan
+        from dbopt.metrics.rules import check_sources
+        from dbopt.metrics.sources import close_all, sources_from_config
+        from dbopt.metrics.steps import analyse, check_steps, run_steps
+        from dbopt.triggers.canary import resolve_sources
+
+        deployment = self._deployment(self.deployment)
+        steps = check_steps(self.steps, f"{self.task_id}.steps")
+        plan = AnalysisPlan.from_dict(self.plan)
+        sources = sources_from_config(resolve_sources(self.sources, self.database_conn_id))
+        try:
+            check_sources(plan.rules, sources)
+            result = run_steps(
+                steps,
+                shift=lambda percent: self.client.shift_traffic(deployment, percent, tag=self.tag),
+                analyse_step=lambda percent: analyse(plan, sources),
+            )
+        finally:
+            close_all(sources)
+        for verdict in result["steps"]:
+            self.log.info("step %d%%: %s — %s", verdict["percent"], verdict["decision"], verdict["reason"])
+        return result

@@ -24,16 +24,21 @@ class CloudSQLOperator(GcpBaseOperator):
 
 
 class CloudSQLBackupOperator(CloudSQLOperator):
-    """backupRuns.insert, then wait for the operation (retrying if another operation holds the instance)."""
+    """backupRuns.insert, then wait for the operation (retrying if another operation holds the instance).
+
+    The description names the DAG run (default ``dbopt <dag_id> <run_id>``), so a retried task finds the
+    backup its first attempt started and waits for it instead of starting a second one.
+    """
 
     template_fields: Sequence[str] = (*CloudSQLOperator.template_fields, "description")
 
-    def __init__(self, *, description: str = "dbopt on-demand backup", **kwargs: Any) -> None:
+    def __init__(self, *, description: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.description = description
 
     def execute(self, context: Any) -> dict[str, Any]:
-        return self.client.backup(self.instance, self.description).to_dict()
+        description = self.description or f"dbopt {self.dag_id} {context['run_id']}"
+        return self.client.backup(self.instance, description).to_dict()
 
 
 class CloudSQLListBackupsOperator(CloudSQLOperator):

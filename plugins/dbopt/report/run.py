@@ -50,14 +50,21 @@ def _comparison_method(judge: Any) -> str | None:
     return f"{comparison.get('design', 'before_after')}: {comparison.get('method', '')}{rule}"
 
 
-def _steps(declared: list[steps.Step], data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each declared step of a scope: whether the record has its result, and why not when it said."""
+def _steps(
+    declared: tuple[steps.Step, ...], data: Mapping[str, Any], record: Mapping[str, Any], group: str
+) -> list[dict[str, Any]]:
+    """Each declared step of a scope: whether it ran (the state Airflow gave its task, where the record
+    has states; else whether it returned anything) and why not when it said."""
     skipped = data.get("skipped") if isinstance(data.get("skipped"), Mapping) else {}
-    return [
-        {"step": s.name, "what": s.title, "ran": data.get(s.name) is not None, "skipped": skipped.get(s.name)}
-        for s in declared
-        if s.name in data
-    ]
+    states = record.get("task_states") or {}
+    rows = []
+    for s in declared:
+        if s.name not in data:
+            continue
+        state = states.get(f"{group}.{s.name}")
+        ran = state == "success" if state else data.get(s.name) is not None
+        rows.append({"step": s.name, "what": s.title, "ran": ran, "skipped": skipped.get(s.name), "state": state})
+    return rows
 
 
 def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +76,7 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
         "name": name,
         "dialect": data.get("dialect", "?"),
         "conn_id": data.get("conn_id", "?"),
-        "steps": _steps(steps.TARGET_STEPS, data),
+        "steps": _steps(steps.TARGET_STEPS, data, record, name),
         "statements": [_pick(s, STATEMENT_KEYS) for s in statements[:TOP_STATEMENTS]],
         "statements_total": len(statements),
         "workload_source": next((s.get("source") for s in statements if s.get("source")), None),
@@ -112,7 +119,7 @@ def _canaries(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         views[key]
         | {
             "evidence": [_pick(e, EVIDENCE_KEYS) for e in views[key]["evidence"]],
-            "steps": _steps(steps.SERVICE_STEPS, data),
+            "steps": _steps(steps.SERVICE_STEPS, data, record, data.get("group", "")),
         }
         for key, data in facts.canaries(record)
         if key in views
@@ -122,6 +129,8 @@ def _canaries(record: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _notes(record: Mapping[str, Any], gate: Gate | None, targets: list[dict[str, Any]]) -> list[str]:
     """What the reader must know to read the figures right (what did not run, and why it may not have)."""
     notes = []
+    if failure := record.get("first_failure"):
+        notes.append(f"First failure: {failure['task']}: {failure.get('error') or 'no message recorded'}")
     if facts.is_dry_run(record):
         notes.append("Dry run: nothing was changed; DDL shown is what would have run.")
     if gate is None:

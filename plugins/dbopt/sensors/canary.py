@@ -8,12 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.configuration import conf
 
 from dbopt.metrics.analysis import AnalysisPlan, AnalysisState, advance, outcome, replay, start
 from dbopt.metrics.rules import check_sources
 from dbopt.metrics.sources import DatabaseSource, MetricSource, close_all, sources_from_config
-from dbopt.triggers.canary import CanaryAnalysisTrigger
+from dbopt.triggers.canary import CanaryAnalysisTrigger, resolve_sources
 
 
 class CanaryAnalysisSensor(BaseSensorOperator):
@@ -32,7 +31,9 @@ class CanaryAnalysisSensor(BaseSensorOperator):
     :param plan: ``AnalysisPlan`` as plain data (rules, interval_s, deadline_s, limits, safe_state).
     :param sources: source name → ``MetricSource.to_config()`` (rules use "metrics" / "database" by default).
     :param database_conn_id: an Airflow connection whose database becomes the "database" source; resolved
-        when the task runs, so no credentials sit in the DAG or its rendered template fields.
+        where the analysis runs (worker or triggerer), so no credentials sit in the DAG, its rendered template
+        fields or the serialized trigger. Likewise a ``cloud_monitoring`` source's ``gcp_conn_id`` becomes that
+        Google connection's credentials.
     """
 
     template_fields: Sequence[str] = ("plan", "sources")
@@ -43,7 +44,7 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         *,
         plan: dict[str, Any],
         sources: dict[str, dict[str, Any]],
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = True,  # the analysis runs for minutes: by default no worker slot waits on it
         database_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -63,13 +64,7 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         self._state: AnalysisState | None = None
 
     def _source_configs(self) -> dict[str, dict[str, Any]]:
-        configs = dict(self.sources)
-        if self.database_conn_id:
-            from dbopt.hooks.database import DbTargetHook
-
-            url = DbTargetHook(self.database_conn_id).url.render_as_string(hide_password=False)
-            configs["database"] = {"kind": "database", **configs.get("database", {}), "url": url}
-        return configs
+        return resolve_sources(self.sources, self.database_conn_id)
 
     def _load(self) -> tuple[AnalysisPlan, dict[str, MetricSource]]:
         plan = AnalysisPlan.from_dict(self.plan)
@@ -92,7 +87,10 @@ class CanaryAnalysisSensor(BaseSensorOperator):
             close_all(sources)  # validated; the trigger builds its own in the triggerer
             self.defer(
                 trigger=CanaryAnalysisTrigger(
-                    plan=plan.to_dict(), sources=self._source_configs(), started_at=time.time()
+                    plan=plan.to_dict(),
+                    sources=dict(self.sources),
+                    started_at=time.time(),
+                    database_conn_id=self.database_conn_id,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout),

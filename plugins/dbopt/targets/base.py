@@ -253,6 +253,8 @@ class TableStats(Data):
     # column -> fraction of rows holding the most common value (0..1), where known
     top_frequency: dict[str, float | None] = field(default_factory=dict)
     columns: tuple[str, ...] = ()
+    # column -> average stored bytes per value (PostgreSQL pg_stats.avg_width), where known
+    widths: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,15 @@ class Target(ABC):
 
     @abstractmethod
     def table_stats(self, tables: Iterable[str]) -> dict[str, TableStats]: ...
+
+    def on_search_path(self, names: Iterable[str]) -> dict[str, str]:
+        """Bare name → "schema.name" for each of ``names`` the session's search path finds elsewhere
+        than the default schema (PostgreSQL); engines without schemas on a path return {}."""
+        return {}
+
+    def view_definitions(self, names: Iterable[str]) -> dict[str, str]:
+        """name → the SELECT of each of ``names`` that is a view (the advisor reads views through their tables)."""
+        return {}
 
     # --- changes -----------------------------------------------------------------------------
     @abstractmethod

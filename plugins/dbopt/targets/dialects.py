@@ -23,16 +23,18 @@ class DialectTraits:
     # says whether it would use it (SQLite's expert mode), or neither (a heuristic)
     whatif: Literal["priced", "used", "none"]
     index_entry_overhead: int  # bytes per index entry besides the key columns (size estimates)
-    schema_qualified_stats: bool  # statistics of a schema's table are asked for as "schema.table"
+    schema_qualified_stats: bool  # a schema's table is named "schema.table" (statistics, index inventory)
     alter_table_index_ddl: bool  # online index DDL may be spelled ALTER TABLE … ADD/DROP INDEX
+    inlines_views: bool  # the planner reads views and plain CTEs through to their base tables
 
 
 TRAITS: dict[str, DialectTraits] = {
     "postgres": DialectTraits("postgres", "postgresql", ("postgres", "postgresql"), False, True, True, True,
-                              "priced", 16, True, False),
+                              "priced", 16, True, False, True),
     "mysql": DialectTraits("mysql", "mysql", ("mysql", "mariadb"), False, False, False, False, "none", 20, False,
-                           True),
-    "sqlite": DialectTraits("sqlite", "sqlite", ("sqlite",), True, False, False, False, "used", 12, False, False),
+                           True, False),
+    "sqlite": DialectTraits("sqlite", "sqlite", ("sqlite",), True, False, False, False, "used", 12, False, False,
+                            False),
 }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 import re
@@ -57,13 +58,26 @@ _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 # Errors after which an online DDL is worth another try (and may have left an INVALID index).
 _RETRYABLE = (errors.LockNotAvailable, errors.QueryCanceled, errors.DeadlockDetected)
 
-# Only statements the planner can explain are workload; BEGIN/SET/SHOW/EXPLAIN/DDL are not.
+# Only statements the planner can explain are workload; BEGIN/SET/SHOW/EXPLAIN/DDL are not. An SQL-level
+# "PREPARE name [(types)] AS <statement>" is how pg_stat_statements shows what EXECUTE ran.
 _PLANNABLE = re.compile(
-    r"^\s*(?:(?:/\*.*?\*/|--[^\n]*)\s*)*(?:select|insert|update|delete|with|merge|values|table)\b",
+    r"^\s*(?:(?:/\*.*?\*/|--[^\n]*)\s*)*(?:prepare\s+\S+?\s*(?:\([^)]*\))?\s+as\s+)?"
+    r"(?:select|insert|update|delete|with|merge|values|table)\b",
     re.IGNORECASE | re.DOTALL,
 )
 _STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+# A typed literal whose value is a parameter ("interval $2", as pg_stat_statements normalizes
+# "interval '1 day'") does not parse in PREPARE or EXPLAIN; the cast "$2::interval" means the same.
+_TYPED_PARAMETER = re.compile(
+    r"\b(interval|timestamptz|timestamp(?:\s+with(?:out)?\s+time\s+zone)?|date|time|uuid|json|jsonb)\s+\$(\d+)\b",
+    re.IGNORECASE,
+)
+
+
+def _typed_parameters(query: str) -> str:
+    return _TYPED_PARAMETER.sub(lambda m: f"${m[2]}::{m[1]}", query)
+
 
 _WORKLOAD_SQL = """
 SELECT s.queryid, min(s.query), sum(s.calls)::bigint, sum(s.total_exec_time),
@@ -107,8 +121,41 @@ LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'm', 'f')
 """
 
+# The partitions of a partitioned table (one row with NULLs when it has none yet); empty when the
+# table is not partitioned.
+_PARTITIONS_SQL = """
+SELECT c.relkind = 'p', pn.nspname, pc.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_inherits i ON i.inhparent = c.oid
+LEFT JOIN pg_class pc ON pc.oid = i.inhrelid
+LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'p'
+ORDER BY pn.nspname, pc.relname
+"""
+
+_PARTITIONED_INDEX_SQL = """
+SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'I'
+"""
+
+_ATTACHED_SQL = """
+SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+
+# The relation a bare name means under the session's search_path (as the application's statements see it).
+_SEARCH_PATH_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = to_regclass(quote_ident(%s))
+"""
+
+_VIEW_SQL = """
+SELECT pg_get_viewdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'v'
+"""
+
 _COLUMN_STATS_SQL = """
-SELECT a.attname, st.n_distinct, st.most_common_freqs[1]
+SELECT a.attname, st.n_distinct, st.most_common_freqs[1], st.avg_width
 FROM pg_attribute a
 LEFT JOIN LATERAL (SELECT * FROM pg_stats p
                    WHERE p.schemaname = %s AND p.tablename = %s AND p.attname = a.attname
@@ -245,6 +292,14 @@ class PostgresTarget(Target):
             cur.execute(query, params)
             return cur.fetchall() if cur.description is not None else []
 
+    def _run_app(self, statement: sql.Composable) -> list:
+        """Send a statement that embeds the application's text: tagged, and through the extended
+        protocol (binary results) so that the server refuses a string holding several statements —
+        through the simple protocol ``EXPLAIN SELECT 1; COMMIT; DELETE …`` would run the DELETE."""
+        with self._conn.cursor() as cur:
+            cur.execute(sql.Composed([sql.SQL(TOOL_MARKER + " "), statement]), binary=True)
+            return cur.fetchall() if cur.description is not None else []
+
     def _text(self, composed: sql.Composable) -> str:
         return composed.as_string(self._conn)
 
@@ -375,26 +430,46 @@ class PostgresTarget(Target):
             else:
                 # read-only: planning folds IMMUTABLE functions, and one declared so may still write
                 with self._read_only():
-                    raw = self._run(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(text))[0][0]
+                    raw = self._run_app(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(text))[0][0]
         except psycopg.Error as err:
             raise TargetError(f"cannot EXPLAIN {text[:200]!r}: {err}".strip()) from err
         return plan_to_explain(raw)
 
+    @functools.cached_property
+    def _version_num(self) -> int:
+        return int(self._run("SHOW server_version_num")[0][0])
+
     def _explain_generic(self, query: str, nparams: int) -> Any:
-        """Plan a normalized ($n) query as Dexter does on PG < 16: a generic plan with NULL parameters."""
+        """Plan a normalized ($n) query without values: ``EXPLAIN (GENERIC_PLAN)`` on PostgreSQL 16+;
+        before that as Dexter does, a forced generic plan of a PREPARE executed with NULL parameters.
+        EXPLAIN without ANALYZE: the statement is never run."""
+        query = _typed_parameters(query)
+        if self._version_num >= 160000:
+            # $n without values cannot go through the extended protocol: one statement, checked here
+            from dbopt.replay_safety import split_queries
+
+            if len(split_queries(query, "postgres")) != 1:
+                raise TargetError(f"not one statement, not planned: {query[:200]!r}")
+            with self._read_only():
+                return self._run(sql.SQL("EXPLAIN (GENERIC_PLAN, FORMAT JSON) ") + sql.SQL(query))[0][0]
         name = sql.Identifier(f"dbopt_{uuid.uuid4().hex[:12]}")
         nulls = sql.SQL(", ").join([sql.NULL] * nparams)
         prepared = False
+        # BEGIN and SET share a round trip (our own text); the application's text goes alone through
+        # the extended protocol (``_run_app``), where the server refuses a string of several statements
         try:
-            with self._read_only():
-                self._run("SET LOCAL plan_cache_mode = force_generic_plan")
-                self._run(sql.SQL("PREPARE {} AS ").format(name) + sql.SQL(query))
-                prepared = True
-                return self._run(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(name, nulls))[0][0]
+            self._run("BEGIN TRANSACTION READ ONLY; SET LOCAL plan_cache_mode = force_generic_plan")
+            self._run_app(sql.SQL("PREPARE {} AS ").format(name) + sql.SQL(query))
+            prepared = True
+            return self._run(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(name, nulls))[0][0]
         finally:
             # PREPARE is not transactional: deallocate exactly this statement (others may be in use)
-            if prepared:
-                self._run(sql.SQL("DEALLOCATE {}").format(name))
+            end = sql.SQL("ROLLBACK; DEALLOCATE {}").format(name) if prepared else sql.SQL("ROLLBACK")
+            self._run(end)
+
+    @functools.cached_property
+    def _hypopg_schema(self) -> str | None:
+        return self._extension_schema("hypopg")
 
     def index_hiding(
         self, indexes: Sequence[tuple[str, str]], *, lock_timeout_s: float = 5.0, retries: int = 3
@@ -421,7 +496,7 @@ class PostgresTarget(Target):
         return IndexHiding("HypoPG hypopg_hide_index (this session's planner only)", toggle, lambda q: q)
 
     def whatif(self, query: str, indexes: Sequence[IndexSpec]) -> Explain | None:
-        schema = self._extension_schema("hypopg")
+        schema = self._hypopg_schema  # looked up once: the advisor plans thousands of what-ifs
         if schema is None:
             return None
         create = sql.Identifier(schema, "hypopg_create_index")
@@ -439,8 +514,8 @@ class PostgresTarget(Target):
                 spec_names[hypo_name] = spec.name
             plan = self.explain(query)
         finally:
-            for oid in created:
-                self._run(sql.SQL("SELECT {}(%s)").format(drop), [oid])
+            if created:
+                self._run(sql.SQL("SELECT {}(o) FROM unnest(%s::oid[]) AS o").format(drop), [created])
         scans = tuple(dataclasses.replace(s, index=spec_names.get(s.index or "", s.index)) for s in plan.scans)
         return dataclasses.replace(plan, scans=scans)
 
@@ -492,6 +567,23 @@ class PostgresTarget(Target):
             raise TargetError(f"table {table!r} not found (looked for {name!r} in schema {schema!r})")
         return schema, name, rows[0]
 
+    def on_search_path(self, names: Iterable[str]) -> dict[str, str]:
+        out = {}
+        for name in names:
+            if "." not in name:
+                rows = self._run(_SEARCH_PATH_SQL, [name])
+                if rows and rows[0][0] != DEFAULT_SCHEMA:
+                    out[name] = f"{rows[0][0]}.{rows[0][1]}"
+        return out
+
+    def view_definitions(self, names: Iterable[str]) -> dict[str, str]:
+        out = {}
+        for name in names:
+            rows = self._run(_VIEW_SQL, split_table(name))
+            if rows:
+                out[name] = rows[0][0]
+        return out
+
     def table_stats(self, tables: Iterable[str]) -> dict[str, TableStats]:
         self._flush_own_stats()
         out: dict[str, TableStats] = {}
@@ -503,17 +595,19 @@ class PostgresTarget(Target):
             rows = max(int(reltuples), 0)
             distinct: dict[str, float | None] = {}
             top: dict[str, float | None] = {}
-            for column, n_distinct, top_freq in self._run(_COLUMN_STATS_SQL, [schema, name, oid]):
+            widths: dict[str, float | None] = {}
+            for column, n_distinct, top_freq, width in self._run(_COLUMN_STATS_SQL, [schema, name, oid]):
+                widths[column] = width
                 # negative n_distinct is a fraction of the row count (distinct values grow with the table)
                 distinct[column] = (
                     None if n_distinct is None else (-n_distinct * rows if n_distinct < 0 else n_distinct)
                 )
                 top[column] = top_freq
-            out[table] = TableStats(table, rows, size, writes, distinct, top, tuple(distinct))
+            out[table] = TableStats(table, rows, size, writes, distinct, top, tuple(distinct), widths)
         return out
 
     # --- changes -----------------------------------------------------------------------------
-    def _index_sql(self, spec: IndexSpec, *, online: bool) -> sql.Composed:
+    def _index_sql(self, spec: IndexSpec, *, online: bool, only: bool = False) -> sql.Composed:
         schema, table = split_table(spec.table, spec.schema)
         keys = [
             sql.SQL("{} DESC").format(sql.Identifier(c)) if spec.is_descending(i) else sql.Identifier(c)
@@ -521,8 +615,8 @@ class PostgresTarget(Target):
         ]
         parts = [
             sql.SQL("CREATE UNIQUE INDEX" if spec.unique else "CREATE INDEX"),
-            sql.SQL("CONCURRENTLY IF NOT EXISTS") if online else None,
-            sql.SQL("{} ON {} ({})").format(
+            sql.SQL("CONCURRENTLY IF NOT EXISTS") if online else sql.SQL("IF NOT EXISTS") if only else None,
+            sql.SQL("{} ON ONLY {} ({})" if only else "{} ON {} ({})").format(
                 sql.Identifier(spec.name), sql.Identifier(schema, table), sql.SQL(", ").join(keys)
             ),
             sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, spec.include)))
@@ -532,7 +626,105 @@ class PostgresTarget(Target):
         return sql.SQL(" ").join([p for p in parts if p is not None])
 
     def index_ddl(self, spec: IndexSpec) -> str:
+        if (partitions := self._partitions(spec)) is not None:
+            return ";\n".join(self._text(step) for *_, step in self._partitioned_steps(spec, partitions))
         return self._text(self._index_sql(spec, online=True))
+
+    # --- partitioned tables: CREATE INDEX CONCURRENTLY is refused on the parent ----------------
+    def _partitions(self, spec: IndexSpec) -> list[tuple[str, str]] | None:
+        """(schema, name) of each partition when ``spec``'s table is partitioned, else None."""
+        schema, table = split_table(spec.table, spec.schema)
+        rows = self._run(_PARTITIONS_SQL, [schema, table])
+        if not rows or not rows[0][0]:
+            return None
+        return [(s, t) for _, s, t in rows if t is not None]
+
+    def _partition_spec(self, spec: IndexSpec, schema: str, table: str) -> IndexSpec:
+        """The partition's own index: same keys, a deterministic name of its own."""
+        part = IndexSpec(f"{schema}.{table}", spec.columns, spec.descending, spec.include, spec.unique)
+        return dataclasses.replace(part, name=f"{spec.name[:40]}_{part.name[-8:]}")
+
+    def _partitioned_steps(
+        self, spec: IndexSpec, partitions: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str, sql.Composed]]:
+        """The online way PostgreSQL allows: the parent's index ON ONLY the parent (invalid, no data),
+        each partition's index CONCURRENTLY, then ATTACH each (the parent's turns valid with the last).
+        Steps are (kind, partition index name or "", statement), kind "parent" | "build" | "attach"."""
+        schema, _ = split_table(spec.table, spec.schema)
+        steps = [("parent", "", self._index_sql(spec, online=False, only=True))]
+        for p_schema, p_table in partitions:
+            child = self._partition_spec(spec, p_schema, p_table)
+            steps.append(("build", child.name, self._index_sql(child, online=True)))
+            steps.append(("attach", child.name, self._attach_sql(schema, spec.name, p_schema, child.name)))
+        return steps
+
+    @staticmethod
+    def _attach_sql(schema: str, parent: str, p_schema: str, child: str) -> sql.Composed:
+        return sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+            sql.Identifier(schema, parent), sql.Identifier(p_schema, child)
+        )
+
+    def _create_partitioned_index(
+        self, spec: IndexSpec, partitions: Sequence[tuple[str, str]], lock_timeout_s: float, retries: int
+    ) -> DdlResult:
+        """Build on a partitioned table without blocking writes; rerunnable after a partial failure.
+
+        A partition that already has an unattached index with the same definition gets that one
+        attached instead of a duplicate.
+        """
+        schema, _ = split_table(spec.table, spec.schema)
+        statement = self.index_ddl(spec)
+        start, attempts_total = time.perf_counter(), 0
+
+        def result(status: Any, error: str | None = None) -> DdlResult:
+            elapsed = (time.perf_counter() - start) * 1000.0
+            return DdlResult("create", spec.table, spec.name, status, statement, attempts_total, elapsed, error)
+
+        def run(step: sql.Composed, what: str) -> str | None:
+            nonlocal attempts_total
+            attempts, err = self._online_ddl(step, retries)
+            attempts_total += attempts
+            return None if err is None else f"{what}: {err}".strip()
+
+        state = self._index_state(schema, spec.name)
+        if state is not None and state.valid:
+            return result("exists")
+        self._set_timeouts(lock_timeout_s)  # no statement timeout: each partition build is its own statement
+        try:
+            if error := run(self._index_sql(spec, online=False, only=True), f"index on only {spec.table}"):
+                return result("failed", error)
+            for p_schema, p_table in partitions:
+                child = self._reusable(spec, p_schema, p_table)
+                if child is None:
+                    part = self._partition_spec(spec, p_schema, p_table)
+                    child = part.name
+                    if (leftover := self._index_state(p_schema, child)) is not None and not leftover.valid:
+                        self._drop_leftover(p_schema, child)
+                    if error := run(self._index_sql(part, online=True), f"partition {p_schema}.{p_table}"):
+                        return result("failed", error)
+                if not self._attached(p_schema, child):
+                    attach = self._attach_sql(schema, spec.name, p_schema, child)
+                    if error := run(attach, f"attach {p_schema}.{child}"):
+                        return result("failed", error)
+        finally:
+            self._reset_timeouts()
+        state = self._index_state(schema, spec.name)
+        if state is None or not state.valid:
+            return result("failed", f"{spec.name!r} is not valid after attaching every partition")
+        return result("created")
+
+    def _reusable(self, spec: IndexSpec, p_schema: str, p_table: str) -> str | None:
+        """A valid index of the partition with ``spec``'s definition, attached to no parent index."""
+        for ix in self.indexes([f"{p_schema}.{p_table}"]):
+            same = (ix.columns, ix.include, ix.unique) == (spec.columns, spec.include, spec.unique) and (
+                ix.descending == (spec.descending or (False,) * len(spec.columns))
+            )
+            if same and ix.valid and not (ix.partial or ix.expression) and not self._attached(p_schema, ix.name):
+                return ix.name
+        return None
+
+    def _attached(self, schema: str, index: str) -> bool:
+        return bool(self._run(_ATTACHED_SQL, [schema, index]))
 
     def _index_state(self, schema: str, name: str) -> _IndexState | None:
         rows = self._run(_INDEX_STATE_SQL, [schema, name])
@@ -542,6 +734,9 @@ class PostgresTarget(Target):
         return _IndexState(table, bool(valid), builder)
 
     def _drop_sql(self, schema: str, name: str) -> sql.Composed:
+        if self._run(_PARTITIONED_INDEX_SQL, [schema, name]):
+            # PostgreSQL refuses CONCURRENTLY here; the drop takes its partitions' indexes with it
+            return sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(schema, name))
         return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
 
     def _set_timeouts(self, lock_timeout_s: float, statement_timeout_s: float | None = None) -> None:
@@ -595,6 +790,8 @@ class PostgresTarget(Target):
         retries: int = 3,
     ) -> DdlResult:
         schema, _ = split_table(spec.table, spec.schema)
+        if (partitions := self._partitions(spec)) is not None:
+            return self._create_partitioned_index(spec, partitions, lock_timeout_s, retries)
         statement = self.index_ddl(spec)
         start = time.perf_counter()
 

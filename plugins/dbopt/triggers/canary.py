@@ -19,24 +19,35 @@ class CanaryAnalysisTrigger(BaseTrigger):
     ``plan`` is ``AnalysisPlan.to_dict()``, ``sources`` maps a source name to ``MetricSource.to_config()``;
     ``started_at`` (unix seconds) anchors warm-up and deadline, so a trigger restarted by the triggerer
     keeps the original deadline (its check counters start again from zero).
+    ``database_conn_id`` names the connection of the "database" source: the triggerer resolves it, so the
+    serialized trigger (stored in the metadata database) holds no URL or password.
     The event payload is ``analysis.outcome(state)``: {"decision": "promote" | "rollback", "reason", …}.
     """
 
-    def __init__(self, plan: dict[str, Any], sources: dict[str, dict[str, Any]], started_at: float) -> None:
+    def __init__(
+        self,
+        plan: dict[str, Any],
+        sources: dict[str, dict[str, Any]],
+        started_at: float,
+        database_conn_id: str | None = None,
+    ) -> None:
         super().__init__()
         self.plan = plan
         self.sources = sources
         self.started_at = started_at
+        self.database_conn_id = database_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"plan": self.plan, "sources": self.sources, "started_at": self.started_at},
-        )
+            {"plan": self.plan, "sources": self.sources, "started_at": self.started_at,
+             "database_conn_id": self.database_conn_id},
+        )  # fmt: skip
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         plan = AnalysisPlan.from_dict(self.plan)
-        sources = sources_from_config(self.sources)
+        configs = await asyncio.to_thread(resolve_sources, self.sources, self.database_conn_id)
+        sources = sources_from_config(configs)
         try:
             state = start(self.started_at)
             while True:
@@ -49,3 +60,22 @@ class CanaryAnalysisTrigger(BaseTrigger):
                 await asyncio.sleep(plan.interval_s)
         finally:
             close_all(sources)
+
+
+def resolve_sources(sources: dict[str, dict[str, Any]], database_conn_id: str | None) -> dict[str, dict[str, Any]]:
+    """Source configs with their connections resolved where the analysis runs: a ``cloud_monitoring``
+    source's ``gcp_conn_id`` becomes that connection's credentials (key_path, keyfile_dict, impersonation …),
+    and ``database_conn_id`` the "database" source's URL."""
+    configs = dict(sources)
+    for name, config in configs.items():
+        if config.get("kind") == "cloud_monitoring" and "gcp_conn_id" in config:
+            from dbopt.hooks.gcp import GcpBaseHook
+
+            extra = GcpBaseHook.get_connection(config["gcp_conn_id"]).extra_dejson
+            configs[name] = {**{k: v for k, v in config.items() if k != "gcp_conn_id"}, "credentials": extra}
+    if database_conn_id:
+        from dbopt.hooks.database import DbTargetHook
+
+        url = DbTargetHook(database_conn_id).url.render_as_string(hide_password=False)
+        configs["database"] = {"kind": "database", **configs.get("database", {}), "url": url}
+    return configs

@@ -1,0 +1,55 @@
+"""A plan's ``cache:`` section carried out: which statements, then ``warm`` (one path for DAGs and tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dbopt.cache.warm import WarmItem, WarmResult, hot_statements, warm
+from dbopt.plan import CacheSpec, Plan, TargetSpec
+from dbopt.targets.base import Statement, Target
+
+
+def cache_spec(plan: Plan) -> CacheSpec:
+    if plan.cache is None:
+        raise ValueError(f"plan {plan.id!r} has no cache: section; add one to warm a cache")
+    return plan.cache
+
+
+def cache_target(plan: Plan) -> TargetSpec:
+    """The target whose read path runs the statements: ``cache.target`` or the plan's first."""
+    name = cache_spec(plan).target or plan.targets[0].name
+    return next(t for t in plan.targets if t.name == name)
+
+
+def cache_items(spec: CacheSpec, workload: Sequence[Statement], dialect: str) -> list[WarmItem]:
+    """Listed statements first (each variant its own key), then the workload's hottest reads not listed."""
+    items = []
+    for query in spec.statements:
+        variants = [query.sql] if isinstance(query.sql, str) else query.sql
+        items += [WarmItem(query.name if len(variants) == 1 else f"{query.name}#{i}", sql) for i, sql in
+                  enumerate(variants)]  # fmt: skip
+    listed = {" ".join(i.sql.split()) for i in items}
+    hot = hot_statements(workload, spec.from_workload, dialect) if spec.from_workload else []
+    return items + [i for i in hot if " ".join(i.sql.split()) not in listed]
+
+
+def warm_plan(
+    plan: Plan, target: Target, client: Any, *, top_n: int | None = None, dry_run: bool = False
+) -> WarmResult:
+    """Warm the plan's cache through ``target`` (the cache target's open Target) into ``client`` (redis-py)."""
+    spec = cache_spec(plan)
+    workload = target.workload() if spec.from_workload else []
+    items = cache_items(spec, workload, target.dialect)
+    return warm(
+        target,
+        client,
+        items[:top_n] if top_n else items,
+        plan=plan.id,
+        target_name=cache_target(plan).name,
+        key_template=spec.key_template,
+        ttl_s=spec.ttl_s,
+        batch_size=spec.batch_size,
+        max_value_bytes=spec.max_value_bytes,
+        dry_run=dry_run,
+    )

@@ -1,0 +1,90 @@
+"""A stepped canary (as Cloud Deploy and Flagger run them): traffic 10% → 25% → 50%, a full analysis at each
+step; promotion only after the last step passed, rollback from the first step that did not.
+
+Plain functions: shifting traffic and analysing are passed in, so the operator, the CLI and tests share
+this code. Each step's verdict keeps the analysis's own outcome (rules, values, reasons) as its evidence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dbopt.metrics.analysis import AnalysisPlan, advance, outcome, start
+from dbopt.metrics.sources import MetricSource
+from dbopt.targets.base import Data
+
+
+@dataclass(frozen=True)
+class StepVerdict(Data):
+    percent: int  # the canary's share of traffic during this step
+    started_at: float
+    ended_at: float
+    decision: str  # "promote" = this step passed; "rollback" = it did not
+    reason: str
+    evidence: dict[str, Any]  # the analysis outcome: checks, failures, the last check's rule results
+
+
+def check_steps(steps: Any, where: str = "deploy.steps") -> tuple[int, ...]:
+    """Integers strictly increasing within 1..99, e.g. [10, 25, 50]; the error names ``where`` and the fix."""
+    if not isinstance(steps, list | tuple) or not steps:
+        raise ValueError(f"{where}: expected a list of traffic percentages such as [10, 25, 50], got {steps!r}")
+    bad = [s for s in steps if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= 99]
+    if bad:
+        raise ValueError(f"{where}: {bad} are not whole percentages between 1 and 99 (promotion makes it 100)")
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        raise ValueError(f"{where}: {list(steps)} must increase step by step (e.g. [10, 25, 50])")
+    return tuple(steps)
+
+
+def analyse(
+    plan: AnalysisPlan,
+    sources: Mapping[str, MetricSource],
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """One analysis from its start to a decision (checks every ``interval_s``); returns its outcome."""
+    state = start(clock())
+    while True:
+        state = advance(plan, state, sources, clock())
+        if state.decision != "continue":
+            return outcome(state)
+        sleep(plan.interval_s)
+
+
+def run_steps(
+    steps: Sequence[int],
+    shift: Callable[[int], Any],
+    analyse_step: Callable[[int], Mapping[str, Any]],
+    *,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """Shift to each step and analyse it; stop at the first step whose analysis is not "promote".
+
+    Returns ``{"decision": "promote" | "rollback", "reason", "failed_step", "steps": [StepVerdict …]}``;
+    the caller promotes or rolls back (the DAG's promote/rollback tasks), so a crash here still rolls back.
+    """
+    verdicts: list[StepVerdict] = []
+    for percent in check_steps(steps):
+        began = clock()
+        shift(percent)
+        result = dict(analyse_step(percent))
+        verdict = StepVerdict(percent, began, clock(), result["decision"], result.get("reason", ""), result)
+        verdicts.append(verdict)
+        if verdict.decision != "promote":
+            return {
+                "decision": "rollback",
+                "reason": f"step {percent}%: {verdict.reason}",
+                "failed_step": percent,
+                "steps": [v.to_dict() for v in verdicts],
+            }
+    return {
+        "decision": "promote",
+        "reason": f"all {len(verdicts)} steps passed ({', '.join(f'{v.percent}%' for v in verdicts)})",
+        "failed_step": None,
+        "steps": [v.to_dict() for v in verdicts],
+    }

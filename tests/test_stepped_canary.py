@@ -1,0 +1,104 @@
+"""Stepped canary (deploy.steps: [10, 25, 50]): an analysis per step, promotion only after the last, rollback
+from the first step that fails — Cloud Run through Google's client against the stand-in, metrics from a
+Prometheus API stand-in whose figures follow the canary's current traffic share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from dbopt.cloud.standin import StandIn
+from dbopt.metrics.steps import check_steps, run_steps
+from dbopt.operators.cloudrun import (
+    CloudRunDeployRevisionOperator,
+    CloudRunPromoteOperator,
+    CloudRunRollbackOperator,
+    CloudRunSteppedCanaryOperator,
+)
+from tests.prometheus_standin import RevisionPrometheus
+
+PROJECT, REGION, SERVICE = "demo-project", "us-central1", "api"
+PATH = f"projects/{PROJECT}/locations/{REGION}/services/{SERVICE}"
+CONN_ID = "dbopt_test_steps"
+CONTEXT = {"run_id": "scheduled__2026-04-21T00:00:00+00:00"}
+PLAN = {
+    "rules": [{"metric": "error_ratio", "op": ">", "threshold": 0.05, "scope": "canary", "window_s": 30}],
+    "interval_s": 0.2,
+    "required_passes": 2,
+    "failure_limit": 0,
+    "deadline_s": 10,
+}
+
+
+@pytest.fixture
+def stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
+    with StandIn(lro_polls=0) as server:
+        server.run.seed(PROJECT, REGION, SERVICE)
+        conn = {"conn_type": "google_cloud_platform", "extra": server.extra(PROJECT)}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+        yield server
+
+
+def _canary_share(stand_in: StandIn, revision: str) -> int:
+    return sum(t["percent"] for t in stand_in.run.services[PATH]["trafficStatuses"] if t["revision"] == revision)
+
+
+def _rollout(stand_in: StandIn, failing_from: int | None) -> tuple[dict, dict]:
+    """Deploy, then the stepped operator; the canary's errors start once it gets ``failing_from`` percent."""
+    deployment = CloudRunDeployRevisionOperator(
+        task_id="deploy", gcp_conn_id=CONN_ID, service=SERVICE, region=REGION, env={"DB_POOL_SIZE": "1"}, poll_s=0.01
+    ).execute(CONTEXT)
+    new = deployment["new_revision"]
+
+    def error_ratio(revision: str) -> float:
+        share = _canary_share(stand_in, new)
+        return 0.3 if revision == new and failing_from is not None and share >= failing_from else 0.0
+
+    with RevisionPrometheus(error_ratio) as prometheus:
+        sources = {"metrics": {"kind": "prometheus", "url": prometheus.url, "scopes": {"canary": {"revision": new}},
+                               "step_s": 1}}  # fmt: skip
+        result = CloudRunSteppedCanaryOperator(
+            task_id="canary_steps", gcp_conn_id=CONN_ID, deployment=deployment, steps=[10, 25, 50], plan=PLAN,
+            sources=sources, poll_s=0.01,
+        ).execute(CONTEXT)  # fmt: skip
+    json.dumps(result)  # XCom-ready: plain data
+    return deployment, result
+
+
+def test_every_step_passes_then_promote(stand_in: StandIn) -> None:
+    deployment, result = _rollout(stand_in, failing_from=None)
+    assert result["decision"] == "promote" and result["failed_step"] is None
+    assert [(s["percent"], s["decision"]) for s in result["steps"]] == [
+        (10, "promote"),
+        (25, "promote"),
+        (50, "promote"),
+    ]
+    assert all(s["ended_at"] >= s["started_at"] and s["evidence"]["checks"] >= 2 for s in result["steps"])
+    assert _canary_share(stand_in, deployment["new_revision"]) == 50  # promotion is the DAG's next task
+    CloudRunPromoteOperator(task_id="promote", gcp_conn_id=CONN_ID, deployment=deployment).execute(CONTEXT)
+    assert _canary_share(stand_in, deployment["new_revision"]) == 100
+
+
+def test_a_failing_step_stops_the_rollout_and_rolls_back(stand_in: StandIn) -> None:
+    deployment, result = _rollout(stand_in, failing_from=25)
+    assert result["decision"] == "rollback" and result["failed_step"] == 25
+    assert [(s["percent"], s["decision"]) for s in result["steps"]] == [(10, "promote"), (25, "rollback")]
+    failed = result["steps"][-1]
+    assert "failed checks > failure_limit 0" in failed["reason"]
+    rule = failed["evidence"]["evidence"]["results"][0]  # the step's last check, rule by rule
+    assert rule["verdict"] == "fail" and rule["value"] == pytest.approx(0.3) and "http_requests_total" in rule["query"]
+    assert _canary_share(stand_in, deployment["new_revision"]) == 25  # never went to 50%
+    CloudRunRollbackOperator(task_id="rollback", gcp_conn_id=CONN_ID, deployment=deployment).execute(CONTEXT)
+    assert _canary_share(stand_in, deployment["new_revision"]) == 0
+
+
+def test_steps_are_checked() -> None:
+    assert check_steps([10, 25, 50]) == (10, 25, 50)
+    with pytest.raises(ValueError, match=r"deploy\.steps: \[25, 10\] must increase"):
+        check_steps([25, 10])
+    with pytest.raises(ValueError, match=r"deploy\.steps: \[0, 100\] are not whole percentages between 1 and 99"):
+        check_steps([0, 50, 100])
+    with pytest.raises(ValueError, match="expected a list of traffic percentages"):
+        run_steps("10,25", shift=print, analyse_step=lambda p: {"decision": "promote"})
