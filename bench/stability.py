@@ -12,7 +12,7 @@ from typing import Any
 from dbopt import pipeline
 from dbopt.advisor import Advice, AdvisorPolicy, advise
 from dbopt.plan import Plan
-from dbopt.targets.base import Statement, Target
+from dbopt.targets.base import Target
 
 
 def index_set(advice: Advice) -> list[str]:
@@ -28,7 +28,7 @@ def check_stability(target: Target, plan: Plan, policy: AdvisorPolicy, say: Call
 
     # One extraction for every run: the server's pg_stat_statements is shared with other databases
     # and may evict entries while VACUUM runs; without pg_qualstats the same statements have no example.
-    workload = [Statement.from_dict(s) for s in pipeline.extract_workload(plan, target)]
+    workload = list(pipeline.extract_workload(plan, plan.targets[0], target).statements)
 
     def run(label: str, examples: bool) -> dict[str, Any]:
         statements = workload if examples else [replace(s, example=None) for s in workload]

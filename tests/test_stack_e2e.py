@@ -71,10 +71,10 @@ def _run_demo(stack: Stack) -> tuple[Api, dict, dict[str, str | None], list[str]
 def _assert_demo_ran(run: dict, states: dict[str, str | None], tasks: list[str], logs: Path) -> None:
     assert run["state"] == "success", f"{states}; logs in {logs}"
     assert run["conf"] == CONF  # the Params arrived
-    # one branch of keep/revert is skipped, so is the failure watcher; everything else succeeded
+    # the failure watcher is skipped, so are the steps with nothing to do (a revert, the canary when the
+    # plan does not deploy); everything else succeeded
     skipped = {t for t, s in states.items() if s == "skipped"}
     assert "failed_run_watcher" in skipped
-    assert len(skipped & {"worklogs.keep_indexes", "worklogs.revert_indexes"}) == 1
     assert all(s == "success" for t, s in states.items() if t not in skipped), states
     assert {t.split("[")[0] for t in states} == set(tasks)  # every task of the DAG has an instance
 

@@ -79,12 +79,12 @@ monitor:
             assert st[f"{group}.rollback"] == "success" and st[f"{group}.promote"] == "skipped", st
             assert traffic == [{"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": f"{SERVICE}-00001-abc",
                                 "percent": 100}]  # fmt: skip
-            assert canary["monitor_canary"]["decision"] == "rollback"
-            assert "error_ratio" in json.dumps(canary["monitor_canary"])  # the rule and its evidence
+            assert canary["monitor"]["decision"] == "rollback"
+            assert "error_ratio" in json.dumps(canary["monitor"])  # the rule and its evidence
         else:
             assert st[f"{group}.promote"] == "success" and st[f"{group}.rollback"] == "skipped", st
             assert traffic == [{"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100}]
-            assert canary["monitor_canary"]["decision"] == "promote"
-    deployed = {record["canaries"][f"{SERVICE}/{r}"]["deploy_canary"]["new_revision"] for r in REGIONS}
+            assert canary["monitor"]["decision"] == "promote"
+    deployed = {record["canaries"][f"{SERVICE}/{r}"]["deploy"]["new_revision"] for r in REGIONS}
     assert len(deployed) == 3  # one revision name per region: the metrics cannot mix them
     assert all(any(f'revision="{rev}"' in q for q in prometheus.queries) for rev in deployed)
