@@ -110,6 +110,9 @@ class _TaskInstance:
     def __init__(self, xcoms: dict[tuple[str, str], Any]) -> None:
         self.xcoms = xcoms
 
+    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, dict[str, str]]:
+        return {run_ids[0]: {task_id: "success" for task_id, key in self.xcoms if key == "return_value"}}
+
     def xcom_pull(self, task_ids: list[str], key: str = "return_value") -> list[Any]:
         value = self.xcoms.get((task_ids[0], key))
         return value if isinstance(value, list) else [value]
@@ -126,7 +129,7 @@ def test_every_declared_step_is_in_the_record_and_the_report(tmp_path):
             xcoms[(_task_id(scope, s.name), "return_value")] = [value] if s.mapped else value
     xcoms[("db.drop_unused", "skipped")] = "the advisor found no unused or redundant index"
     context = {"ti": _TaskInstance(xcoms), "dag": dag, "params": {},
-               "dag_run": SimpleNamespace(run_id="manual__1", start_date=None)}  # fmt: skip
+               "dag_run": SimpleNamespace(dag_id="dbopt_full", run_id="manual__1", start_date=None)}  # fmt: skip
 
     record = json.loads(json.dumps(collect(FULL, context)))
 
@@ -253,4 +256,6 @@ def test_adding_a_step_is_one_function_and_one_declaration(monkeypatch, sqlite_u
         "targets": {"db": {"dialect": "sqlite", **run.record(steps.declared(steps.TARGET_STEPS, plan, spec))}},
     }
     (target_view,) = run_view(json.loads(json.dumps(record)))["targets"]
-    assert {"step": "count_tables", "what": "table count", "ran": True, "skipped": None} in target_view["steps"]
+    assert {"step": "count_tables", "what": "table count", "ran": True, "skipped": None, "state": None} in target_view[
+        "steps"
+    ]
