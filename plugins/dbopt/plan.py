@@ -507,25 +507,30 @@ def parse_plan(text: str, path: Path | str = "<string>") -> Plan:
 
 
 def _unsafe_benchmark_sql(plan: Plan, root: yaml.Node | None) -> list[str]:
-    """benchmark.queries that a target could not replay safely, checked in each target's dialect."""
-    if not plan.benchmark.queries:
+    """SQL the plan asks dbopt to run (benchmark.queries, cache.statements) that a target could not
+    replay safely, checked in each target's dialect."""
+    sections = [(("benchmark", "queries"), plan.benchmark.queries)]
+    if plan.cache is not None:
+        sections.append((("cache", "statements"), plan.cache.statements))
+    if not any(queries for _, queries in sections):
         return []
     from dbopt.replay_safety import refusal  # here: sqlglot is a slow import, and most plans list no SQL
 
     problems = []
-    for i, q in enumerate(plan.benchmark.queries):
-        texts = [q.sql] if isinstance(q.sql, str) else q.sql
-        for j, text in enumerate(texts):
-            loc: tuple[Any, ...] = ("benchmark", "queries", i, "sql") + ((j,) if isinstance(q.sql, list) else ())
-            node = _node_at(root, loc)
-            line = f"line {node.start_mark.line + 1}" if node is not None else "line ?"
-            for dialect in dict.fromkeys(t.dialect for t in plan.targets):
-                if why := refusal(text, dialect, plan.benchmark.safe_functions):
-                    problems.append(
-                        f"{line}: {'.'.join(map(str, loc))}: query {q.name!r} is not replayable on {dialect}: {why} "
-                        "— benchmark queries must be one read-only SELECT"
-                    )
-                    break
+    for where, queries in sections:
+        for i, q in enumerate(queries):
+            texts = [q.sql] if isinstance(q.sql, str) else q.sql
+            for j, text in enumerate(texts):
+                loc: tuple[Any, ...] = (*where, i, "sql") + ((j,) if isinstance(q.sql, list) else ())
+                node = _node_at(root, loc)
+                line = f"line {node.start_mark.line + 1}" if node is not None else "line ?"
+                for dialect in dict.fromkeys(t.dialect for t in plan.targets):
+                    if why := refusal(text, dialect, plan.benchmark.safe_functions):
+                        problems.append(
+                            f"{line}: {'.'.join(map(str, loc))}: query {q.name!r} is not replayable on {dialect}: "
+                            f"{why} — each must be one read-only SELECT"
+                        )
+                        break
     return problems
 
 
