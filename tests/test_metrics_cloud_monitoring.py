@@ -207,8 +207,9 @@ def test_newest_periods_are_not_read_while_still_ingesting():
         standin.record(Request(now - 900 + i, "svc-002", 100.0) for i in range(900))
         naive = source(standin)
         naive.ingestion_delay_s = 0
-        rates = [x.value for x in naive.query("request_rate", "canary", 300).samples]
-        assert min(rates) < 0.9  # the newest, still-ingesting periods
+        # the newest 90 s are not visible yet: whatever the aligned end (0–60 s ago), at least 30 s of the
+        # 300 s window read as quiet — a false drop in traffic (by period it depends on the alignment)
+        assert naive.query("request_rate", "canary", 300).requests <= 0.9 * 300
         careful = source(standin)  # default margin (Google documents up to ~4 minutes)
         series = careful.query("request_rate", "canary", 300)
         assert series.samples[-1].t <= now - 240

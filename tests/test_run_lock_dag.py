@@ -3,8 +3,6 @@ a refused build fails its task (result recorded first) and the run, and a run's 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from dbopt.history import HistoryStore, leases
@@ -51,14 +49,14 @@ def test_dag_run_while_a_cli_run_holds_the_database_fails_naming_it(sqlite_url, 
 
 def test_refused_build_fails_its_task_and_the_run_and_the_lease_ends_with_the_run(sqlite_url, tmp_path, monkeypatch):
     _fill(sqlite_url, 5000)
-    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(datetime.now(UTC) + timedelta(days=2)).weekday()]
-    window = f"maintenance_window: {{days: [{day}], start: '01:00', end: '02:00'}}"
-    run, record = run_plan(_plan("t_lock_refused", window), sqlite_url, tmp_path, monkeypatch)
+    # refused by the storage cap (a run outside its maintenance window now ends NO-GO before any build)
+    plan = _plan("t_lock_refused").replace("min_table_rows: 0}", "min_table_rows: 0, storage_budget_mb: 0.001}")
+    run, record = run_plan(plan, sqlite_url, tmp_path, monkeypatch)
     st = states(run)
     assert str(run.state) == "failed" and st["db.create_index[0]"] == "failed", st
     assert st["report"] == "success" and st["failed_run_watcher"] == "failed", st  # the watcher fails the run
     (result,) = record["targets"]["db"]["create_index"]
-    assert result["status"] == "refused" and "outside the maintenance window" in result["error"]
+    assert result["status"] == "refused" and "exceeds the cap" in result["error"]
     assert dbopt_indexes(sqlite_url) == {}
     with open_target(sqlite_url) as target, leases.opened() as engine:
         assert leases.current(engine, target.identity()) is None

@@ -240,8 +240,10 @@ class _Arm:
         for q in self.queries:
             runs: list[float] = []
             while at_least and len(runs) < cap:
-                if len(runs) >= at_least and is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE):
-                    break
+                if len(runs) >= at_least:
+                    if is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE):
+                        break
+                    self.total += 1  # a warm-up run beyond the least: the progress total grows with it
                 runs.append(self._run(q))
             stable = is_stable(runs, WARMUP_WINDOW, WARMUP_TOLERANCE)
             median = float(np.median(runs[-WARMUP_WINDOW:])) if runs else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dbopt.cache.warm import WarmItem, WarmResult, hot_statements, warm
@@ -22,7 +22,9 @@ def cache_target(plan: Plan) -> TargetSpec:
     return next(t for t in plan.targets if t.name == name)
 
 
-def cache_items(spec: CacheSpec, workload: Sequence[Statement], dialect: str) -> list[WarmItem]:
+def cache_items(
+    spec: CacheSpec, workload: Sequence[Statement], dialect: str, safe: Iterable[str] = ()
+) -> list[WarmItem]:
     """Listed statements first (each variant its own key), then the workload's hottest reads not listed."""
     items = []
     for query in spec.statements:
@@ -30,7 +32,7 @@ def cache_items(spec: CacheSpec, workload: Sequence[Statement], dialect: str) ->
         items += [WarmItem(query.name if len(variants) == 1 else f"{query.name}#{i}", sql) for i, sql in
                   enumerate(variants)]  # fmt: skip
     listed = {" ".join(i.sql.split()) for i in items}
-    hot = hot_statements(workload, spec.from_workload, dialect) if spec.from_workload else []
+    hot = hot_statements(workload, spec.from_workload, dialect, safe) if spec.from_workload else []
     return items + [i for i in hot if " ".join(i.sql.split()) not in listed]
 
 
@@ -40,7 +42,7 @@ def warm_plan(
     """Warm the plan's cache through ``target`` (the cache target's open Target) into ``client`` (redis-py)."""
     spec = cache_spec(plan)
     workload = target.workload() if spec.from_workload else []
-    items = cache_items(spec, workload, target.dialect)
+    items = cache_items(spec, workload, target.dialect, plan.benchmark.safe_functions)
     return warm(
         target,
         client,
@@ -51,5 +53,6 @@ def warm_plan(
         ttl_s=spec.ttl_s,
         batch_size=spec.batch_size,
         max_value_bytes=spec.max_value_bytes,
+        safe_functions=plan.benchmark.safe_functions,
         dry_run=dry_run,
     )

@@ -1,7 +1,8 @@
 """Warm the cache: run hot read-only statements with concrete values, write their rows with a TTL.
 
-Statements go through the target's own read path (``Target.execute``), never a connection of our own,
-and only statements that parse as a query (SELECT / WITH … SELECT / UNION) are run. Results are JSON
+Statements go through the target's read-only replay (``Target.replay``: a rolled-back read-only
+transaction, one statement), never a connection of our own, and only statements the replay screen
+(``dbopt.replay_safety``) accepts are run — the same rules as the benchmark's. Results are JSON
 (dates and decimals as text) under ``key_template`` with ``SET … EX ttl``, sent in pipelined batches of
 ``batch_size`` without MULTI (a batch is many independent writes, not a transaction). A result larger
 than ``max_value_bytes`` is skipped, not truncated. Items, bytes and seconds are recorded.
@@ -13,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from string import Formatter
 from typing import Any
@@ -81,20 +82,18 @@ def check_key_template(template: str) -> str:
     return template
 
 
-def is_read_query(sql: str, dialect: str | None = None) -> bool:
-    """True when ``sql`` is one statement that parses as a query (no DML, DDL or a second statement)."""
-    import sqlglot  # here: DAG files import this module to build tasks, most never warm
+def refusal(sql: str, dialect: str, safe_functions: Iterable[str] = ()) -> str | None:
+    """Why ``sql`` may not be run to warm the cache (None: one read-only SELECT), as for the benchmark."""
+    from dbopt import replay_safety  # here: sqlglot is a slow import, and DAG files import this module
 
-    try:
-        trees = sqlglot.parse(sql, read=dialect)  # dbopt's dialect names are sqlglot's
-    except sqlglot.errors.ParseError:
-        return False
-    return len(trees) == 1 and isinstance(trees[0], sqlglot.exp.Query)
+    return replay_safety.refusal(sql, dialect, safe_functions)
 
 
-def hot_statements(statements: Sequence[Statement], top_n: int, dialect: str | None = None) -> list[WarmItem]:
+def hot_statements(
+    statements: Sequence[Statement], top_n: int, dialect: str, safe_functions: Iterable[str] = ()
+) -> list[WarmItem]:
     """The ``top_n`` most called read statements that carry a concrete example."""
-    reads = [s for s in statements if s.example and is_read_query(s.example, dialect)]
+    reads = [s for s in statements if s.example and refusal(s.example, dialect, safe_functions) is None]
     reads.sort(key=lambda s: (-s.calls, s.digest))
     return [WarmItem(f"q{s.digest[:8]}", s.example, s.calls) for s in reads[:top_n] if s.example]
 
@@ -119,6 +118,7 @@ def warm(
     ttl_s: int = 14400,
     batch_size: int = 100,
     max_value_bytes: int = 1 << 20,
+    safe_functions: Iterable[str] = (),
     dry_run: bool = False,
 ) -> WarmResult:
     """Run each item, write its rows under its key with ``ttl_s``; a dry run queries nothing, writes nothing."""
@@ -131,8 +131,8 @@ def warm(
     pending = 0
     for item in items:
         key = cache_key(key_template, item, plan=plan, target=target_name)
-        if not is_read_query(item.sql, target.dialect):
-            skipped.append(Skipped(item.name, "not a single read-only query; only SELECTs are warmed"))
+        if why := refusal(item.sql, target.dialect, safe_functions):
+            skipped.append(Skipped(item.name, f"not run: {why}; only one read-only SELECT is warmed"))
             continue
         if dry_run:
             log.info("[dry run] would run %s and SET %s EX %d", item.name, key, ttl_s)
@@ -140,7 +140,7 @@ def warm(
             continue
         t0 = time.perf_counter()
         try:
-            rows = target.execute(item.sql)
+            rows, _ = target.replay(item.sql)
         except Exception as err:  # one failing statement must not stop the others; it is reported
             skipped.append(Skipped(item.name, f"query failed: {type(err).__name__}: {str(err)[:160]}"))
             continue

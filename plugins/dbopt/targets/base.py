@@ -398,8 +398,8 @@ class Target(ABC):
 
     # --- measurement -------------------------------------------------------------------------
     @abstractmethod
-    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
-        """Replay one query read-only, fetch every row, return the wall time in milliseconds.
+    def replay(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> tuple[list[tuple], float]:
+        """Run one query read-only: its rows, and the wall time of execute + fetch in milliseconds.
 
         Read-only by construction, whatever the text says: one statement only (a string holding
         several is refused by the engine), in a read-only transaction that is always rolled back
@@ -408,6 +408,10 @@ class Target(ABC):
         A benchmark replays the application's own statements: targets whose statistics key on the
         statement text (PostgreSQL) run these untagged.
         """
+
+    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
+        """``replay``'s wall time in milliseconds (the benchmark's measurement)."""
+        return self.replay(query, timeout_s=timeout_s)[1]
 
     @abstractmethod
     def execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple]:

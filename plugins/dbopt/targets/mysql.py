@@ -185,7 +185,7 @@ class MySQLTarget(Target):
         finally:
             self.execute("ROLLBACK")
 
-    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
+    def replay(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> tuple[list[tuple], float]:
         # READ ONLY and always rolled back: a stored function the query calls cannot write. The
         # connection has no CLIENT.MULTI_STATEMENTS (PyMySQL's default), so the server refuses a
         # string holding several statements. MariaDB's max_statement_time is in seconds, MySQL's
@@ -201,8 +201,8 @@ class MySQLTarget(Target):
                 with self._rolled_back(), self._conn.cursor() as cur:
                     start = time.perf_counter()
                     cur.execute(f"{TOOL_MARKER} {query}")  # no parameters: a '%' stays as written
-                    cur.fetchall()
-                    return (time.perf_counter() - start) * 1000.0
+                    rows = list(cur.fetchall())
+                    return rows, (time.perf_counter() - start) * 1000.0
             finally:
                 self.execute(f"SET SESSION {limit.split(' = ')[0]} = DEFAULT")
         except pymysql.MySQLError as err:

@@ -342,7 +342,7 @@ class PostgresTarget(Target):
             if self._conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
                 self._run("ROLLBACK")
 
-    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
+    def replay(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> tuple[list[tuple], float]:
         # READ ONLY and always rolled back: a function the query calls cannot write, nextval() and
         # FOR UPDATE fail. binary=True makes psycopg use the extended protocol even without
         # parameters (it sends a parameterless query through the simple protocol otherwise), and
@@ -355,9 +355,8 @@ class PostgresTarget(Target):
                 self._run("SELECT set_config('statement_timeout', %s, true)", [f"{max(1, round(timeout_s * 1000))}"])
                 start = time.perf_counter()
                 cur.execute(query, binary=True)  # type: ignore[arg-type]  # the application's text, as is
-                if cur.description is not None:
-                    cur.fetchall()
-                return (time.perf_counter() - start) * 1000.0
+                rows = cur.fetchall() if cur.description is not None else []
+                return rows, (time.perf_counter() - start) * 1000.0
         except psycopg.Error as err:
             raise TargetError(f"PostgreSQL refused the replay: {str(err).strip()}; query: {query[:300]}") from err
 

@@ -121,7 +121,7 @@ class SQLiteTarget(Target):
                 raise TargetError(f"cannot open {self.path} read-only for the benchmark: {err}") from err
         return self._reader
 
-    def timed(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> float:
+    def replay(self, query: str, *, timeout_s: float = REPLAY_TIMEOUT_S) -> tuple[list[tuple], float]:
         # sqlite3 runs one statement per execute() (several in one string are an error), and this
         # connection cannot write; SQLite has no statement timeout, so a progress handler stops it.
         conn = self._read_only()
@@ -129,8 +129,8 @@ class SQLiteTarget(Target):
         conn.set_progress_handler(lambda: time.monotonic() > deadline, 10000)
         try:
             start = time.perf_counter()
-            conn.execute(f"{TOOL_MARKER} {query}").fetchall()
-            return (time.perf_counter() - start) * 1000.0
+            rows = conn.execute(f"{TOOL_MARKER} {query}").fetchall()
+            return rows, (time.perf_counter() - start) * 1000.0
         except sqlite3.Error as err:
             raise TargetError(f"{self.path}: the replay was refused: {err}; query: {query[:300]}") from err
         finally:
