@@ -122,12 +122,31 @@ def test_postgres_existing_index_suppresses_its_duplicate_and_redundant_ones_are
     assert "orders_pkey" not in drops
 
 
-def test_postgres_order_by_desc_gets_a_desc_key_and_budget_is_respected(pg_target: Target) -> None:
-    query = "SELECT id, amount FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 5"
+def test_postgres_order_by_desc_gets_a_desc_key_where_it_pays_per_byte_and_budget_is_respected(
+    pg_target: Target,
+) -> None:
+    # 1500 pending orders: (status) alone still fetches and sorts them all for 5 rows, so the DESC
+    # sort key saves more per byte than the key it follows.
+    query = "SELECT id, amount FROM orders WHERE status = 'pending' ORDER BY created_at DESC LIMIT 5"
     advice = advise(pg_target, [stmt(query)])
     rec = advice.recommendations[0]
-    assert rec.columns[:2] == ("customer_id", "created_at") and rec.spec.descending[:2] == (False, True)
+    assert rec.columns[:2] == ("status", "created_at") and rec.spec.descending[:2] == (False, True)
     assert advise(pg_target, [stmt(query)], AdvisorPolicy(storage_budget_bytes=10_000)).recommendations == ()
+
+
+def test_postgres_a_sort_key_must_pay_for_its_bytes(pg_target: Target) -> None:
+    # 15 orders per customer: (customer_id) finds them; the sort key would spare sorting 15 rows and
+    # fetching 10 of them, for an index about twice as big.
+    query = "SELECT id, amount FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 5"
+    assert keys(advise(pg_target, [stmt(query)])) == [("customer_id",)]
+    assert keys(advise(pg_target, [stmt(query)], AdvisorPolicy(sort_value_ratio=0.0))) == [
+        ("customer_id", "created_at")
+    ]
+
+
+def test_mariadb_a_sort_key_must_pay_for_its_bytes(mysql_target: Target) -> None:
+    query = "SELECT id, amount FROM orders WHERE customer_id = ? ORDER BY created_at DESC LIMIT 5"
+    assert keys(advise(mysql_target, [stmt(query)])) == [("customer_id",)]
 
 
 def test_postgres_bad_statements_are_skipped_with_a_reason(pg_target: Target) -> None:
@@ -170,7 +189,7 @@ def test_mariadb_finds_the_missing_composite_index(mysql_target: Target) -> None
 
 def test_postgres_a_wider_index_must_be_clearly_cheaper_to_be_preferred(pg_target: Target) -> None:
     # 15 rows per customer: sorting them costs next to nothing, so (customer_id, created_at DESC)
-    # would be bigger for no gain; with LIMIT the sort key pays (see the DESC test above).
+    # would be bigger for no gain (with LIMIT 5 too: see the sort key test above).
     query = "SELECT * FROM orders WHERE customer_id = $1 ORDER BY created_at DESC"
     single = pg_target.whatif(query, [IndexSpec("orders", ("customer_id",))])
     sorted_ = pg_target.whatif(query, [IndexSpec("orders", ("customer_id", "created_at"), descending=(False, True))])

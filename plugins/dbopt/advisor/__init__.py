@@ -9,7 +9,7 @@ per-table usage; views and CTEs read through) → ``candidates`` (equality → r
 key-led keys refused) → ``cost`` (HypoPG, generic plans for parameters / SQLite what-if plan /
 heuristic) → ``shortlist`` (each statement's cheapest and most-per-byte candidates per table, costed
 alone) → ``select`` (greedy benefit per byte under a budget, marginal re-costing, picks replaced by
-wider ones, covering columns only when their bytes pay, picks merged across statements, a write
+wider ones, sort and covering columns only when their bytes pay, picks merged across statements, a write
 penalty from the window's write statements, ``writes``) → ``reasons`` (why each other statement got
 no index). Plain data in and out; no Airflow.
 """

@@ -31,6 +31,10 @@ class AdvisorPolicy(Data):
     # A covering variant replaces the index it widens only when its extra bytes save, per byte, at
     # least this share of what that index's own bytes save (estimated time per byte).
     covering_value_ratio: float = 0.5
+    # The same for sort keys after the filtered ones (they spare the rows past a LIMIT). Lower than for
+    # covering columns, which save at most a heap fetch per row: a sort key can cut a statement many
+    # times over, and still costs its bytes where the filtered keys leave only a few rows per value.
+    sort_value_ratio: float = 0.1
     # Two picks on one table become one index whose column order serves both sets of statements
     # ((created_at, room_id) for (created_at) + (room_id, created_at)) when it is smaller than the two
     # and keeps all but this share of the estimated time they save.
@@ -57,6 +61,7 @@ class AdvisorPolicy(Data):
             "max_include_columns": self.max_include_columns >= 0,
             "max_covering_width": self.max_covering_width > 0,
             "covering_value_ratio": self.covering_value_ratio >= 0.0,
+            "sort_value_ratio": self.sort_value_ratio >= 0.0,
             "merge_margin": 0.0 <= self.merge_margin < 1.0,
             "max_key_columns": self.max_key_columns >= 1,
             "candidates_per_statement": self.candidates_per_statement >= 1,

@@ -362,18 +362,22 @@ class _Search:
         self.current.update(after)
         return True
 
-    def costly_cover(self, cand: IndexSpec, ev: _Evaluation) -> str | None:
-        """Why covering columns are not worth their bytes, or None.
+    def costly_cover(self, cand: IndexSpec, ev: _Evaluation) -> tuple[str, IndexSpec] | None:
+        """Why the columns past the keys its statements filter on are not worth their bytes, and the
+        index without them, or None.
 
         Covering columns (INCLUDE, or trailing keys its statements do not filter or sort on) save heap
-        fetches; their bytes must save at least ``covering_value_ratio`` of what the bytes of the same
-        index without them save, per byte (that index costed alone on the same statements). Judging
-        them against their own index, not against a full scan, keeps the set stable when VACUUM makes
-        index-only scans look cheap.
+        fetches; sort keys (after the filtered ones) spare reading and sorting the rows past a LIMIT.
+        Their bytes must save, per byte, at least ``covering_value_ratio`` (``sort_value_ratio`` for
+        sort keys) of what the bytes of the same index without them save (that index costed alone on
+        the same statements). Judging them against their own index, not against a full scan, keeps
+        the set stable when VACUUM makes index-only scans look cheap, and keeps a key that leaves a
+        few rows per value from growing to spare sorting them.
         """
-        plain = self._plain_of(cand, ev)
-        if plain is None:
+        narrower = self._plain_of(cand, ev)
+        if narrower is None:
             return None
+        plain, ratio = narrower
         plain_size = estimated_size(plain, self.stats[cand.table], self.coster.target.dialect)
         saved = extra = 0.0
         for s in ev.served:
@@ -384,37 +388,37 @@ class _Search:
             weight, base = self.items[s.item].weight_ms, self.baseline[s.item].cost
             saved += weight * max(base - alone, 0.0) / base
             extra += weight * max(alone - s.after, 0.0) / base
-        return self._cover_verdict(extra, self.size[cand] - plain_size, saved / max(plain_size, 1))
+        added = self.size[cand] - plain_size
+        value, key_value = extra / max(added, 1), saved / max(plain_size, 1)
+        if added <= 0 or value >= ratio * key_value:
+            return None
+        columns = ", ".join((*cand.columns[len(plain.columns) :], *cand.include))
+        why = (
+            f"{columns} not worth their bytes: ~{extra:.0f} ms more for +{added / 1e6:.1f} MB "
+            f"({value * 1e6:.1f} ms/MB < {ratio:.0%} of the {key_value * 1e6:.1f} ms/MB of the index without them)"
+        )
+        return why, plain
 
-    def _plain_of(self, cand: IndexSpec, ev: _Evaluation) -> IndexSpec | None:
-        """``cand`` without its covering columns (INCLUDE, or trailing keys its statements do not use)."""
+    def _plain_of(self, cand: IndexSpec, ev: _Evaluation) -> tuple[IndexSpec, float] | None:
+        """``cand`` one step narrower and the per-byte ratio that step is held to: without its covering
+        columns (INCLUDE, or trailing keys its statements do not use), else without its trailing sort
+        keys. A refused covering variant so leaves its sort keys to compete on their own."""
         if cand.include:
-            return IndexSpec(cand.table, cand.columns, cand.descending)
-        keyable = self._keyable(cand, ev)
+            return IndexSpec(cand.table, cand.columns, cand.descending), self.policy.covering_value_ratio
+        usages = [
+            u for s in ev.served for u in self.items[s.item].parsed.usages if u.table.lower() == cand.table.lower()
+        ]
+        keyable = {c.lower() for u in usages for c in u.keyable()}
+        filtered = {c.lower() for u in usages for c in (*u.equality, *u.range, *u.join)}
         n = next((i for i, c in enumerate(cand.columns) if c.lower() not in keyable), len(cand.columns))
+        ratio = self.policy.covering_value_ratio
+        if n == len(cand.columns):
+            n = next((i for i, c in enumerate(cand.columns) if c.lower() not in filtered), n)
+            ratio = self.policy.sort_value_ratio
         if n in (0, len(cand.columns)):
             return None
         flags = tuple(cand.is_descending(i) for i in range(n))
-        return IndexSpec(cand.table, cand.columns[:n], flags if any(flags) else ())
-
-    def _keyable(self, cand: IndexSpec, ev: _Evaluation) -> set[str]:
-        return {
-            c.lower()
-            for s in ev.served
-            for u in self.items[s.item].parsed.usages
-            if u.table.lower() == cand.table.lower()
-            for c in u.keyable()
-        }
-
-    def _cover_verdict(self, gain: float, added_bytes: int, key_value: float) -> str | None:
-        value = gain / max(added_bytes, 1)
-        if added_bytes <= 0 or value >= self.policy.covering_value_ratio * key_value:
-            return None
-        return (
-            f"covering columns not worth their bytes: ~{gain:.0f} ms more for +{added_bytes / 1e6:.1f} MB "
-            f"({value * 1e6:.1f} ms/MB < {self.policy.covering_value_ratio:.0%} of the "
-            f"{key_value * 1e6:.1f} ms/MB of the index without them)"
-        )
+        return IndexSpec(cand.table, cand.columns[:n], flags if any(flags) else ()), ratio
 
     def covering_pick(self, cand: IndexSpec) -> IndexSpec | None:
         """A pick ``cand`` is, or is a left prefix of (``cand`` would be a redundant index)."""
@@ -457,10 +461,10 @@ class _Search:
             if (why := self.misfit(cand, ev, used_bytes)) is not None:
                 self.refuse(cand, *why)
                 continue
-            if (why := self.costly_cover(cand, ev)) is not None:
+            if (costly := self.costly_cover(cand, ev)) is not None:
+                why, plain = costly
                 self.refuse(cand, "below-threshold", why)
-                plain = self._plain_of(cand, ev)
-                if plain is not None and plain not in self.relevant:  # the same keys without them compete
+                if plain not in self.relevant:  # the same keys without them compete
                     self.relevant[plain] = self.relevant[cand]
                     self.size[plain] = estimated_size(plain, self.stats[plain.table], self.coster.target.dialect)
                     heapq.heappush(heap, (-float("inf"), plain.name, plain, -1))
