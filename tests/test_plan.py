@@ -132,6 +132,17 @@ def test_canary_reads_cloud_monitoring_when_the_plan_says_so():
     metrics = sensor.sources["metrics"]
     assert metrics["kind"] == "cloud_monitoring" and metrics["service"] == "ion-api"
     assert metrics["project"] == "ion-mentoring" and "new_revision" in metrics["scopes"]["canary"]
+    # this region's revisions only, read with the deploy connection's credentials (resolved at run time):
+    # without a location the source could not even be built, and every canary rolled back
+    deploy = dag.get_task("canary_ion_api_us_central1.deploy")
+    assert metrics["location"] == "us-central1" and metrics["gcp_conn_id"] == deploy.gcp_conn_id
+    assert "credentials" not in metrics
+    from dbopt.metrics.sources import sources_from_config
+
+    config = {k: v for k, v in metrics.items() if k != "gcp_conn_id"} | {"credentials": "anonymous"}
+    config["scopes"] = {"canary": "api-00002", "baseline": "api-00001", "service": None}
+    (source,) = sources_from_config({"metrics": config}).values()
+    assert source.location == "us-central1"
 
 
 def test_names_airflow_cannot_use_are_plan_errors():

@@ -343,6 +343,8 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
                 "kind": "cloud_monitoring",
                 "project": d.project,
                 "service": service.name,
+                "location": service.region,  # revisions of this region only: the others are other canaries
+                "gcp_conn_id": d.conn_id,  # its credentials, resolved where the analysis runs
                 "scopes": {
                     "canary": f"{{{{ {revision}['new_revision'] }}}}",
                     "baseline": f"{{{{ {revision}['previous_revision'] }}}}",
