@@ -122,7 +122,7 @@ def _fail_on_problem(result: Any) -> dict[str, Any]:
     result recorded first: the run then ends failed with the reason."""
     problems = pipeline.run_problems(result.changes())
     if problems:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         get_current_context()["ti"].xcom_push(key="return_value", value=result.to_dict())
         raise AirflowFailException("; ".join(problems))
