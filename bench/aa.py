@@ -96,6 +96,10 @@ def one_run(target: Target, plan: Plan, dry_run: bool) -> dict[str, Any]:
         "decisions": [(d["index"], d["keep"], d["reason"]) for d in summary["judge"]["indexes"]],
         "verdicts": [q["result"]["verdict"] for q in comparison["queries"]],
         "drift": [round(q["result"]["drift"], 3) for q in comparison["queries"]],
+        # why each false alarm (or effect) was called: the medians, CI, p and drift it had to exceed
+        "alarms": {
+            q["name"]: q["result"]["reason"] for q in comparison["queries"] if q["result"]["verdict"] != "no_change"
+        },
         "warmup": [w for q in (before, after) for w in q.get("warmup_state", {}).values()],
         "old_rule": old_rule(before, after),
         "hiding": after.get("hiding") or after.get("interleave_refused"),

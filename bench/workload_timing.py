@@ -5,9 +5,12 @@ Method (see bench/README.md):
   (``concrete_queries``, the same seed in every configuration), each variant once per round, in an
   order shuffled per round (``dbopt.bench.measure``), after one discarded warm-up pass;
 * configurations take turns: each round drops every secondary index, builds one configuration,
-  measures it, then the next (the order rotates every round). On a shared machine the load of the
-  neighbours drifts; interleaving spreads that drift over all configurations instead of letting it
-  land on whichever was measured last;
+  measures it, then the next. On a shared machine the load of the neighbours drifts; interleaving
+  spreads that drift over all configurations instead of letting it land on whichever was measured
+  last. The orders follow a Williams design (``balanced_orders``): over a full cycle every
+  configuration follows every other one equally often, so a carry-over (the cold buffer pool that
+  ``none``'s full scans leave behind) does not land on one configuration — a plain rotation of
+  ``none, dbopt, hand`` put ``dbopt`` after ``none`` in two rounds of three and cost it ×1.39;
 * a round's workload total is ``Σ share_q × mean latency of q's variants in that round``, where
   ``share_q`` is q's weight in workload.yaml scaled to 100 statements: the time 100 statements of
   the demo mix take. The reported total is the median over rounds;
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -93,8 +96,9 @@ def time_configs(
     insert_samples: dict[str, dict[str, list[float]]] = {n: {t: [] for t in inserts} for n in names}
     totals: dict[str, list[float]] = {n: [] for n in names}
     started = datetime.now(UTC).isoformat(timespec="milliseconds")
+    orders = balanced_orders(names)
     for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        for name in orders[r % len(orders)]:
             reset()
             configs[name]()
             after_build(name)
@@ -117,6 +121,15 @@ def time_configs(
         )
         for n in names
     }
+
+
+def balanced_orders(names: Sequence[str]) -> list[list[str]]:
+    """A Williams design: orders of ``names`` in which each one is immediately preceded by each other
+    one equally often (n orders for even n; for odd n the n orders and their reverses)."""
+    n = len(names)
+    first = [0] + [(k + 1) // 2 if k % 2 else n - k // 2 for k in range(1, n)]
+    rows = [[names[(i + j) % n] for j in first] for i in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows
 
 
 def _timed_write(target: Target, statement: str) -> float:
