@@ -2,17 +2,21 @@
 here, for the agreement table in bench/README.md.
 
     git --git-dir /work/.mirror/supabase+index_advisor/repo show HEAD:index_advisor--0.2.0.sql > /tmp/ia.sql
-    .venv/bin/python bench/peers.py --index-advisor-sql /tmp/ia.sql
+    .venv/bin/python bench/peers.py --index-advisor-sql /tmp/ia.sql \
+        --dexter "ruby -I/tmp/dexter/lib /tmp/dexter/exe/dexter"
 
 supabase ``index_advisor`` is one SQL function over HypoPG: it is loaded into the scratch database
-from the given file at run time (never part of this repository). Dexter needs Ruby, which this
-machine lacks: its expectations are the cases' own (``peer="dexter"``).
+from the given file at run time. Dexter runs as the given command (``-s`` one statement at a time,
+against the same scratch database); bench/README.md says which version and how it was obtained.
+Neither is part of this repository.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shlex
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -24,12 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from advisor_cases import CASES, Case, schema
 
+from bench.qualstats import qualstats_advice
 from bench.report import table
 from dbopt.advisor import AdvisorPolicy, advise
 from dbopt.targets import open_target
 from dbopt.targets.base import Statement
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+_FOUND = re.compile(r"^Index found: (?:\w+\.)?\"?([\w]+)\"? \((.+)\)$", re.MULTILINE)
 _ON = re.compile(r"\bon\s+(?:\w+\.)?\"?([\w]+)\"?\s+using\s+btree\s*\((.+)\)", re.IGNORECASE)
 
 
@@ -62,16 +68,58 @@ def index_advisor_answer(conn: psycopg.Connection, case: Case) -> tuple[str, boo
         m = _ON.search(ddl)
         if m:
             got.append((m[1], tuple(c.strip().strip('"') for c in m[2].split(","))))
+    return _agrees(case, got)
+
+
+def _agrees(case: Case, got: list[tuple[str, tuple[str, ...]]]) -> tuple[str, bool]:
     text = "; ".join(f"{t}({', '.join(c)})" for t, c in got) or "none"
     bare = case.table.split(".")[-1]
-    ok = (bare, case.index) in got if case.index else not got
-    return text, ok
+    return text, ((bare, case.index) in got if case.index else not got)
+
+
+def dexter_answer(command: list[str], dbname: str, case: Case) -> tuple[str, bool]:
+    done = subprocess.run(
+        [*command, "-h", "127.0.0.1", "-U", "postgres", "-d", dbname, "-s", case.query],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        return f"error: {(done.stderr or done.stdout).strip().splitlines()[-1][:60]}", False
+    got = [(m[1], tuple(c.strip().strip('"') for c in m[2].split(","))) for m in _FOUND.finditer(done.stdout)]
+    return _agrees(case, got)
+
+
+def qualstats_answer(conn: psycopg.Connection, url: str, case: Case) -> tuple[str, bool]:
+    """pg_qualstats_index_advisor() after the case's query ran three times with every qual sampled (its
+    default samples 1 in max_connections); read-only and rolled back, so a write case does not run."""
+    if "$1" in case.query:
+        return "n/a (needs a value to run)", not case.index
+    conn.execute("SELECT pg_qualstats_reset()")
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute("SET LOCAL pg_qualstats.sample_rate = 1")
+            for _ in range(3):
+                conn.execute(case.query).fetchall()
+    except psycopg.Error as err:
+        return f"n/a ({str(err).splitlines()[0][:40]})", not case.index
+    with open_target(url) as target:  # its statistics are the server's, seen from any session
+        advice = qualstats_advice(target)
+    got = []
+    for ddl in advice.ddl:
+        if m := _ON.search(ddl):
+            got.append((m[1], tuple(c.strip().strip('"') for c in m[2].split(","))))
+    return _agrees(case, got)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(description=__doc__)
     args.add_argument("--index-advisor-sql", type=Path, help="supabase index_advisor--0.2.0.sql (see above)")
+    args.add_argument(
+        "--dexter", help="the command that runs Dexter, e.g. 'ruby -I/tmp/dexter/lib /tmp/dexter/exe/dexter'"
+    )
+    args.add_argument("--qualstats", action="store_true", help="pg_qualstats_index_advisor() too (preloaded)")
     opts = args.parse_args(argv)
+    dexter = shlex.split(opts.dexter) if opts.dexter else None
     name = f"dbopt_peers_{uuid.uuid4().hex[:8]}"
     admin = psycopg.connect(ADMIN, autocommit=True)
     admin.execute(f'CREATE DATABASE "{name}"')
@@ -81,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         # index_advisor DEALLOCATEs ALL: psycopg must not keep prepared statements of its own
         with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
             conn.execute("CREATE EXTENSION hypopg")
+            if opts.qualstats:
+                conn.execute("CREATE EXTENSION pg_qualstats")
             for statement in schema("postgres"):
                 conn.execute(statement)
             if opts.index_advisor_sql:
@@ -94,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                 ours, ours_ok = dbopt_answer(url, case)
                 row = {"case": case.name, "suite": case.peer or "dbopt", "expected": expected(case)[:44],
                        "dbopt": ours, "dbopt agrees": "yes" if ours_ok else "NO"}  # fmt: skip
+                if dexter:
+                    theirs, theirs_ok = dexter_answer(dexter, name, case)
+                    row |= {"dexter": theirs[:40], "dexter agrees": "yes" if theirs_ok else "no"}
+                if opts.qualstats:
+                    theirs, theirs_ok = qualstats_answer(conn, url, case)
+                    row |= {"pg_qualstats": theirs[:40], "pg_qualstats agrees": "yes" if theirs_ok else "no"}
                 if opts.index_advisor_sql:
                     theirs, theirs_ok = index_advisor_answer(conn, case)
                     row |= {"index_advisor": theirs[:40], "index_advisor agrees": "yes" if theirs_ok else "no"}
@@ -102,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
     print(table(rows, list(rows[0])))
-    for col in ("dbopt agrees", "index_advisor agrees"):
+    for col in ("dbopt agrees", "dexter agrees", "pg_qualstats agrees", "index_advisor agrees"):
         if col in rows[0]:
             print(f"{col}: {sum(r[col] == 'yes' for r in rows)} of {len(rows)}")
     return 0
