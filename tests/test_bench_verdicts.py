@@ -203,7 +203,9 @@ def test_the_effect_must_exceed_the_a_a_drift():
     before, after = [10.0 + i * 0.01 for i in range(40)], [7.0 + i * 0.01 for i in range(40)]
     assert compare_samples(before, after).verdict == "improved"
     held = compare_samples(before, after, drift=0.5)  # A/A arms differed by ×1.5: ×0.7 proves nothing
-    assert held.verdict == "no_change" and held.drift == 0.5 and "50%" in held.reason
+    assert held.verdict == "no_change" and held.drift == 0.5 and "A/A drift 50.0%" in held.reason
+    # an effect as large as the drift is no evidence: it must clear the drift by min_effect
+    assert compare_samples(before, [6.4 + i * 0.01 for i in range(40)], drift=0.5).verdict == "no_change"
     assert compare_samples(before, [3.0] * 40, drift=0.5).verdict == "improved"
     with pytest.raises(ValueError, match="drift"):
         compare_samples(before, after, drift=-0.1)

@@ -157,14 +157,15 @@ def compare_samples(
 ) -> SampleComparison:
     """Judge after against before.
 
-    "improved": CI upper bound < min(1 - min_effect, 1 / (1 + drift)) and p < alpha; "regressed": CI
-    lower bound > 1 + max(min_effect, drift) and p < alpha; "inconclusive": fewer than ``MIN_SAMPLES`` in either arm;
-    otherwise "no_change". Deterministic for a given ``seed``.
+    "improved": CI upper bound < (1 - min_effect) / (1 + drift) and p < alpha; "regressed": CI lower
+    bound > (1 + min_effect) × (1 + drift) and p < alpha — the effect must clear the A/A drift by
+    ``min_effect`` (the drift is an estimate with its own error: a query that moved exactly as far as
+    the drift is no evidence); "inconclusive": fewer than ``MIN_SAMPLES`` in either arm; otherwise
+    "no_change". Deterministic for a given ``seed``.
     """
     _validate(min_effect, alpha, confidence, resamples)
     if not (drift >= 0 and math.isfinite(drift)):
         raise ValueError(f"drift must be a finite fraction ≥ 0 (0.15 = 15%), got {drift}")
-    threshold = max(min_effect, drift)
     b, a = _as_samples(before, "before samples"), _as_samples(after, "after samples")
     sb, sa = summarize(b), summarize(a)
     ratio = sa.median_ms / sb.median_ms
@@ -187,19 +188,20 @@ def compare_samples(
     p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
     p = 1.0 if math.isnan(p) else p  # all values tied in both arms: no evidence of any shift
     low, high = bootstrap_median_ratio_ci(b, a, confidence, resamples, seed)
-    bar = f"{threshold:.0%}" + (" (the A/A drift)" if drift > min_effect else "")
-    verdict: Verdict
     # drift is a ratio distance (×1.25 and ×0.8 are both 25%): "faster" beyond it is below 1/(1 + drift)
-    if high < min(1 - min_effect, 1 / (1 + drift)) and p < alpha:
-        verdict, why = "improved", f"faster by more than {bar}"
-    elif low > 1 + threshold and p < alpha:
-        verdict, why = "regressed", f"slower by more than {bar}"
+    faster, slower = (1 - min_effect) / (1 + drift), (1 + min_effect) * (1 + drift)
+    bar = f"±{min_effect:.0%}" + (f" beyond the A/A drift: ×{faster:.3f}–×{slower:.3f}" if drift else "")
+    verdict: Verdict
+    if high < faster and p < alpha:
+        verdict, why = "improved", f"faster, outside {bar}"
+    elif low > slower and p < alpha:
+        verdict, why = "regressed", f"slower, outside {bar}"
     else:
         verdict = "no_change"
         if p >= alpha:
             why = f"p ≥ {alpha:g}: the difference is within the noise"
         else:
-            why = f"the CI does not lie entirely beyond ±{bar}"
+            why = f"the CI does not lie entirely outside {bar}"
     reason = (
         f"median {sb.median_ms:.3f} → {sa.median_ms:.3f} ms (×{ratio:.3f}, "
         f"{confidence:.0%} CI {low:.3f}–{high:.3f}), p={p:.2g}, A/A drift {drift:.1%}: {why}"

@@ -43,7 +43,7 @@ def _comparison_method(judge: Any) -> str | None:
     min_effect, alpha = comparison.get("min_effect"), comparison.get("alpha")
     rule = (
         f"; improved/regressed only when the whole CI of median(after)/median(before) lies beyond "
-        f"±{min_effect:.0%} and beyond the A/A drift, and p < {alpha:g}"
+        f"±{min_effect:.0%} beyond the A/A drift, and p < {alpha:g}"
         if isinstance(min_effect, int | float) and isinstance(alpha, int | float)
         else ""
     )
