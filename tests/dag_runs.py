@@ -64,3 +64,35 @@ def dbopt_indexes(url: str) -> dict[str, bool]:
     """name → valid, for the indexes dbopt created."""
     with open_target(url) as target:
         return {ix.name: ix.valid for ix in target.indexes() if ix.name.startswith("dbopt_")}
+
+
+def canary_plan(plan_id: str, project: str, services: list[tuple[str, str]], deploy_extra: str = "") -> str:
+    """A plan whose canary reads an error-ratio rule from the Prometheus connection ``{plan_id}_prom``
+    (see ``canary_connections``); ``deploy_extra``: more deploy fields, one YAML line each."""
+    listed = ", ".join(f"{{name: {name}, region: {region}}}" for name, region in services)
+    extra = "".join(f"\n  {line}" for line in deploy_extra.splitlines())
+    return f"""
+id: {plan_id}
+targets: [{{name: db, conn_id: {plan_id}_db, dialect: postgres}}]
+health_gate: {{on_missing: ignore}}
+deploy:
+  enabled: true
+  project: {project}
+  services: [{listed}]
+  env: {{DB_POOL_SIZE: "15"}}{extra}
+monitor:
+  duration_s: 8
+  interval_s: 0.5
+  required_passes: 2
+  metrics_conn_id: {plan_id}_prom
+  rules:
+    - {{metric: error_ratio, op: ">", threshold: 0.05, scope: canary, window_s: 60, min_requests: 10}}
+"""
+
+
+def canary_connections(monkeypatch, plan_id: str, cloud_extra: dict[str, Any], prometheus_port: int) -> None:
+    """The Cloud Run connection (the stand-in's extra) and the plan's Prometheus connection."""
+    cloud = {"conn_type": "google_cloud_platform", "extra": cloud_extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_RUN", json.dumps(cloud))
+    prometheus = {"conn_type": "http", "host": "127.0.0.1", "port": prometheus_port}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{plan_id.upper()}_PROM", json.dumps(prometheus))

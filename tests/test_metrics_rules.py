@@ -48,7 +48,16 @@ def test_spike_shorter_than_sustained_for_does_not_fail():
 def test_breach_lasting_sustained_for_fails():
     r = judge(rule(sustained_for_s=2), series([0.0, 0.5, 0.5, 0.5, 0.0]))
     assert r.verdict == "fail"
-    assert "2s >= sustained_for 2s" in r.reason
+    assert "(2s over 3 samples, >= sustained_for 2s)" in r.reason
+
+
+def test_a_failing_breach_is_shown_whole_with_real_times():
+    # sustained_for 0 is met by the first breaching sample; the reason still gives the whole breach (15 s),
+    # as times a reader can place, not the moment it first counted ("from t=X to t=X (0s)")
+    r = judge(rule(sustained_for_s=0), series([0.0, 0.5, 0.5, 0.5, 0.5], step=5.0))
+    assert r.verdict == "fail" and (r.breach_from, r.breach_to) == (1005.0, 1020.0) and r.longest_breach_s == 15
+    assert "from 1970-01-01 00:16:45 UTC to 1970-01-01 00:17:00 UTC (15s over 4 samples" in r.reason
+    assert "t=" not in r.reason
 
 
 def test_unjudged_sample_breaks_a_run():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,39 @@ def test_week17_reproduces_the_seed_plan():
     assert plan.health_gate.error_rate_max_pct == 0.5 and plan.health_gate.p95_ms_max == 50
     assert plan.benchmark.targets == {"mean_ms": 15, "p95_ms": 25}
     assert plan.deploy.canary_percent == 10 and plan.deploy.env["DB_POOL_SIZE"] == "15"
+    assert plan.deploy.steps == [10, 25, 50] and plan.deploy.on_region_failure == "rollback_region"
     rules = {(r.metric, r.threshold, r.sustained_for_s) for r in plan.monitor.rules}
     assert ("error_ratio", 0.01, 300) in rules and ("latency_p95_ms", 100, 0) in rules
     assert plan.targets[0].cloud_sql is not None
+
+
+def _steps(replacement: str, text: str = WEEK17) -> str:
+    """week17 with its deploy.steps line replaced (by other deploy lines, or nothing)."""
+    return re.sub(r"(?m)^  steps: .*\n", replacement, text)
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        ("  steps: [25, 10]\n", "deploy.steps: [25, 10] must increase step by step (e.g. [10, 25, 50])"),
+        ("  steps: [10, 100]\n", "deploy.steps: [100] are not whole percentages between 1 and 99"),
+        ("  steps: [10, '25']\n", "deploy.steps: ['25'] are not whole percentages"),
+        ("  steps: []\n", "deploy.steps: expected a list of traffic percentages such as [10, 25, 50]"),
+        ("  steps: [15, 25]\n", "canary_percent 10 and steps [15, 25] disagree: the canary's first share is "
+                                "steps[0]; drop canary_percent or set it to 15"),
+        ("  on_region_failure: all\n", "deploy.on_region_failure: Input should be 'rollback_region' or 'rollback_all'"),
+    ],
+)  # fmt: skip
+def test_deploy_steps_are_checked_with_field_and_fix(steps: str, expected: str) -> None:
+    (msg,) = problems(_steps(steps))
+    assert expected in msg and msg.startswith("line ")
+
+
+def test_steps_set_the_first_share_when_canary_percent_is_left_out() -> None:
+    plan = parse_plan(_steps("  steps: [5, 20]\n", re.sub(r"(?m)^  canary_percent: .*\n", "", WEEK17)), "w.yaml")
+    assert plan.deploy.canary_percent == 5 and plan.deploy.steps == [5, 20]
+    without = parse_plan(_steps(""), "w.yaml")  # no steps: one share, as before
+    assert without.deploy.steps is None and without.deploy.canary_percent == 10
 
 
 def test_typo_in_a_field_names_line_path_and_suggestion():

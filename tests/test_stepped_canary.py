@@ -5,6 +5,7 @@ Prometheus API stand-in whose figures follow the canary's current traffic share.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from dbopt.operators.cloudrun import (
     CloudRunRollbackOperator,
     CloudRunSteppedCanaryOperator,
 )
+from tests.dag_runs import canary_connections, canary_plan, run_plan, states
 from tests.prometheus_standin import RevisionPrometheus
 
 PROJECT, REGION, SERVICE = "demo-project", "us-central1", "api"
@@ -102,3 +104,59 @@ def test_steps_are_checked() -> None:
         check_steps([0, 50, 100])
     with pytest.raises(ValueError, match="expected a list of traffic percentages"):
         run_steps("10,25", shift=print, analyse_step=lambda p: {"decision": "promote"})
+
+
+# --- the weekly DAG with deploy.steps ---------------------------------------------------------------------------
+
+
+def _weekly(stand_in: StandIn, failing_from: int | None, tmp_path, monkeypatch, pg_url) -> tuple[dict, dict, str]:
+    """A weekly run with deploy.steps [10, 25, 50]; the deployed revision's errors start once it gets
+    ``failing_from`` percent. Returns the task states, the run record and the Markdown report."""
+
+    def error_ratio(revision: str) -> float:
+        fresh = revision != f"{SERVICE}-00001-abc"
+        return 0.3 if fresh and failing_from is not None and _canary_share(stand_in, revision) >= failing_from else 0.0
+
+    with RevisionPrometheus(error_ratio) as prometheus:
+        canary_connections(monkeypatch, "t_steps", stand_in.extra(PROJECT), prometheus.port)
+        text = canary_plan("t_steps", PROJECT, [(SERVICE, REGION)], "steps: [10, 25, 50]")
+        run, record = run_plan(text, pg_url, tmp_path, monkeypatch)
+    (report,) = (tmp_path / "reports").glob("t_steps/*/report.md")
+    return states(run), record, report.read_text()
+
+
+@pytest.mark.airflow
+def test_weekly_dag_promotes_after_every_step_passed(stand_in, tmp_path, monkeypatch, pg_url) -> None:
+    st, record, report = _weekly(stand_in, None, tmp_path, monkeypatch, pg_url)
+    group = f"canary_{SERVICE}_{REGION}".replace("-", "_")
+    assert st[f"{group}.promote"] == "success" and st[f"{group}.rollback"] == "skipped", st
+    assert f"{group}.shift_traffic" not in st  # the stepped analysis shifts traffic itself
+    canary = record["canaries"][f"{SERVICE}/{REGION}"]
+    assert [(s["percent"], s["decision"]) for s in canary["monitor"]["steps"]] == [
+        (10, "promote"), (25, "promote"), (50, "promote")]  # fmt: skip
+    assert stand_in.run.services[PATH]["traffic"] == [{"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100}]
+    new = canary["deploy"]["new_revision"]
+    assert f"Revisions: old `{SERVICE}-00001-abc`, new `{new}`" in report
+    for n, percent in enumerate((10, 25, 50), start=1):
+        assert f"#### Step {n} ({percent}%): promote" in report
+    assert report.count(f"`{new}` (canary) 1000 in 60 s") == 3  # requests per revision, at each step
+    assert "http_requests_total" in report  # each rule's query
+
+
+@pytest.mark.airflow
+def test_weekly_dag_rolls_back_from_the_step_that_fails(stand_in, tmp_path, monkeypatch, pg_url) -> None:
+    st, record, report = _weekly(stand_in, 25, tmp_path, monkeypatch, pg_url)
+    group = f"canary_{SERVICE}_{REGION}".replace("-", "_")
+    assert st[f"{group}.rollback"] == "success" and st[f"{group}.promote"] == "skipped", st
+    monitor = record["canaries"][f"{SERVICE}/{REGION}"]["monitor"]
+    assert monitor["decision"] == "rollback" and monitor["failed_step"] == 25
+    assert [(s["percent"], s["decision"]) for s in monitor["steps"]] == [(10, "promote"), (25, "rollback")]
+    old = {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": f"{SERVICE}-00001-abc", "percent": 100}
+    assert stand_in.run.services[PATH]["traffic"] == [old]
+    assert "#### Step 1 (10%): promote" in report and "#### Step 2 (25%): rollback" in report
+    assert "Step 3" not in report  # never reached 50%
+    step = report[report.index("#### Step 2 (25%)") :]
+    # the failing rule's evidence: its value against the limit, and the breach as times with its duration
+    assert "| error_ratio[canary] | canary `" in step and "| 0.3 | 0.05 | fail |" in step
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC … \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \([\d.]+ s\)", step)
+    assert "t=" not in report

@@ -224,8 +224,8 @@ def test_two_targets_on_two_engines_and_two_services(sqlite_demo, pg_url, tmp_pa
     assert canaries["api/us-central1"]["target"] == "app" and canaries["worker/us-central1"]["target"] == "logs"
     report = (record_path.parent / "report.md").read_text()
     assert "## Target logs (sqlite)" in report and "## Target app (postgres)" in report
-    assert "### api/us-central1 (database rules on app)" in report
-    assert "### worker/us-central1 (database rules on logs)" in report
+    assert "### api in us-central1 (database rules on app)" in report
+    assert "### worker in us-central1 (database rules on logs)" in report
 
 
 @dataclass(frozen=True)

@@ -244,12 +244,39 @@ class DeploySpec(Strict):
     project: str | None = None
     services: list[ServiceRef] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="config change, e.g. DB_POOL_SIZE")
-    canary_percent: int = Field(10, ge=1, le=99)
+    canary_percent: int = Field(10, ge=1, le=99, description="the canary's share of traffic (its first, with steps)")
+    steps: list[Any] | None = Field(
+        None, description="stepped canary: traffic shares analysed one after another, e.g. [10, 25, 50]"
+    )
+    on_region_failure: Literal["rollback_region", "rollback_all"] = Field(
+        "rollback_region", description="a canary that does not pass rolls back its own region, or every region"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_step(cls, data: Any) -> Any:
+        """With steps, canary_percent is the first step: filled in when the plan leaves it out."""
+        steps = data.get("steps") if isinstance(data, dict) else None
+        if isinstance(steps, list) and steps and "canary_percent" not in data:
+            return data | {"canary_percent": steps[0]}
+        return data
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[Any] | None) -> list[int] | None:
+        from dbopt.metrics.steps import check_steps
+
+        return None if v is None else list(check_steps(v, None))
 
     @model_validator(mode="after")
     def _needs(self) -> DeploySpec:
         if self.enabled and (not self.project or not self.services):
             raise ValueError("deploy.enabled needs 'project' and at least one entry in 'services'")
+        if self.steps and self.canary_percent != self.steps[0]:
+            raise ValueError(
+                f"canary_percent {self.canary_percent} and steps {self.steps} disagree: the canary's first share "
+                f"is steps[0]; drop canary_percent or set it to {self.steps[0]}"
+            )
         return self
 
 

@@ -222,7 +222,7 @@ class RolloutStep(Result):
 
 @dataclass(frozen=True)
 class CanaryOutcome(Result):
-    """The canary analysis' decision with its evidence."""
+    """The canary analysis' decision with its evidence (totals over the steps of a stepped canary)."""
 
     decision: str
     reason: str = ""
@@ -231,7 +231,10 @@ class CanaryOutcome(Result):
     inconclusives: int = 0
     history: tuple[dict[str, Any], ...] = ()
     evidence: dict[str, Any] | None = None
-    NESTED: ClassVar = {"history": _dicts}
+    # a stepped canary (deploy.steps): each traffic step's verdict (``dbopt.metrics.steps.StepVerdict``)
+    steps: tuple[dict[str, Any], ...] = ()
+    failed_step: int | None = None
+    NESTED: ClassVar = {"history": _dicts, "steps": _dicts}
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def collect(plan: Plan, context: dict[str, Any]) -> dict[str, Any]:
         group = canary_group_id(service.name, service.region)
         record["canaries"][canary_key(service.name, service.region)] = {
             "service": service.name, "region": service.region, "group": group,
-            "target": plan.service_target(service), **scope(group, steps.declared(steps.SERVICE_STEPS, plan)),
+            "target": plan.service_target(service), "on_region_failure": plan.deploy.on_region_failure,
+            **scope(group, steps.declared(steps.SERVICE_STEPS, plan)),
         }  # fmt: skip
     return record
 

@@ -211,6 +211,10 @@ def _has_cloud_sql(_plan: Plan, spec: TargetSpec | None) -> bool:
     return spec is not None and spec.cloud_sql is not None
 
 
+def _single_share(plan: Plan, _spec: TargetSpec | None) -> bool:
+    return not plan.deploy.steps
+
+
 def _reverts_on_rollback(plan: Plan, _spec: TargetSpec | None) -> bool:
     return plan.monitor.revert_indexes_on_rollback
 
@@ -248,8 +252,11 @@ TARGET_STEPS: tuple[Step, ...] = (
 
 SERVICE_STEPS: tuple[Step, ...] = (
     Step("deploy", "canary deploy (old revision pinned)", RolloutStep, None, cli_skip=AIRFLOW_ONLY),
-    Step("shift_traffic", "traffic shift to the canary", RolloutStep, None, cli_skip=AIRFLOW_ONLY),
-    Step("monitor", "canary analysis", CanaryOutcome, None, cli_skip=AIRFLOW_ONLY),
+    # a stepped canary (deploy.steps) shifts traffic within its analysis, step by step
+    Step("shift_traffic", "traffic shift to the canary", RolloutStep, None, applies=_single_share,
+         cli_skip=AIRFLOW_ONLY),
+    Step("monitor", "canary analysis (at each traffic step, with deploy.steps)", CanaryOutcome, None,
+         cli_skip=AIRFLOW_ONLY),
     Step("promote", "promote", RolloutStep, None, cli_skip=AIRFLOW_ONLY),
     Step("rollback", "rollback", RolloutStep, None, cli_skip=AIRFLOW_ONLY),
     Step("revert_indexes_after_rollback", "revert of this run's indexes after a rollback", RollbackReverts,

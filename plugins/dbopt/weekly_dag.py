@@ -10,6 +10,7 @@ wired by the results each step reads (``needs``) and the steps it follows (``aft
               → judge → revert_indexes → [drop_unused] → done                       │
         → canary_gate → per Cloud Run service (task group, SERVICE_STEPS):          │
               deploy → shift_traffic → monitor → promote_or_rollback                │
+              (deploy.steps: deploy → monitor, shifting at each step)               │
               → promote | rollback [→ revert_indexes_after_rollback]                │
         → report (always runs) ←────────────────────────────────────────────────────┘
 
@@ -156,9 +157,10 @@ def _description(plan: Plan) -> str:
 
 def _doc(plan: Plan, source: Path) -> str:
     targets = ", ".join(f"`{t.name}` ({t.dialect}, connection `{t.conn_id}`)" for t in plan.targets)
+    shares = " → ".join(f"{p}%" for p in plan.deploy.steps or [plan.deploy.canary_percent])
     return (
         f"# {plan.id}\n\n{plan.description}\n\n**Plan file:** `{source}`  \n**Targets:** {targets}  \n"
-        f"**Deploy:** {'Cloud Run canary ' + str(plan.deploy.canary_percent) + '%' if plan.deploy.enabled else 'off'}"
+        f"**Deploy:** {'Cloud Run canary ' + shares if plan.deploy.enabled else 'off'}"
         "\n\nTrigger with *dry run* to see what would change without changing anything."
     )
 
@@ -312,13 +314,16 @@ def _cloud_sql_backup(plan: Plan, spec: TargetSpec) -> Any:
 OPERATOR_STEPS = {"cloud_sql_backup": _cloud_sql_backup}
 
 
-def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
-    """deploy (old revision pinned) → N% canary → analysis → promote | rollback, for one service."""
+def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path, groups: list[str]) -> Any:
+    """deploy (old revision pinned) → N% canary → analysis → promote | rollback, for one service; with
+    deploy.steps the analysis runs at each traffic step in turn. ``groups``: every service's canary group
+    (deploy.on_region_failure rollback_all: a region promotes only when all of them passed)."""
     from dbopt.operators.cloudrun import (
         CloudRunDeployRevisionOperator,
         CloudRunPromoteOperator,
         CloudRunRollbackOperator,
         CloudRunShiftTrafficOperator,
+        CloudRunSteppedCanaryOperator,
     )
     from dbopt.sensors.canary import CanaryAnalysisSensor
 
@@ -330,52 +335,38 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
         deploy = CloudRunDeployRevisionOperator(
             task_id="deploy", service=service.name, region=service.region, env=d.env, **gcp
         )
-        shift = CloudRunShiftTrafficOperator(
-            task_id="shift_traffic", deployment=deploy.output, percent=d.canary_percent, **gcp
-        )
-        revision = f"ti.xcom_pull(task_ids='{group}.deploy')"
-        # the database source's URL is resolved from the connection when the sensor runs
-        sources: dict[str, Any] = {
-            "database": {"kind": "database", "long_transaction_s": plan.health_gate.long_transaction_s}
-        }
-        if m.metrics_source == "cloud_monitoring":
-            sources["metrics"] = {
-                "kind": "cloud_monitoring",
-                "project": d.project,
-                "service": service.name,
-                "location": service.region,  # revisions of this region only: the others are other canaries
-                "gcp_conn_id": d.conn_id,  # its credentials, resolved where the analysis runs
-                "scopes": {
-                    "canary": f"{{{{ {revision}['new_revision'] }}}}",
-                    "baseline": f"{{{{ {revision}['previous_revision'] }}}}",
-                    "service": None,
-                },
-                **({"endpoint": m.monitoring_endpoint} if m.monitoring_endpoint else {}),
-            }
-        elif m.metrics_conn_id:
-            c = f"conn['{m.metrics_conn_id}']"
-            sources["metrics"] = {
-                "kind": "prometheus",
-                "url": f"{{{{ {c}.schema or 'http' }}}}://{{{{ {c}.host }}}}:{{{{ {c}.port or 9090 }}}}",
-                "scopes": {
-                    "canary": {"revision": f"{{{{ {revision}['new_revision'] }}}}"},
-                    "baseline": {"revision": f"{{{{ {revision}['previous_revision'] }}}}"},
-                    "service": {"service": service.name},
-                },
-                "step_s": m.interval_s,
-            }
-        monitor = CanaryAnalysisSensor(
-            task_id="monitor",
-            plan=m.analysis_plan(),
-            sources=sources,
-            database_conn_id=database.conn_id,
-            deferrable=m.mode == "deferrable",  # the triggerer waits out the analysis (up to duration_s)
-            mode="poke",  # only when not deferred (plan: monitor.mode: poke)
-        )
+        sources = _canary_sources(plan, service, f"ti.xcom_pull(task_ids='{group}.deploy')")
+        analysis = {"plan": m.analysis_plan(), "sources": sources, "database_conn_id": database.conn_id}
+        built: dict[str, Any] = {"deploy": deploy}
+        if d.steps:  # shifts and analyses step by step in one task (a worker slot for the whole rollout)
+            monitor = CloudRunSteppedCanaryOperator(
+                task_id="monitor", deployment=deploy.output, steps=list(d.steps), **analysis, **gcp
+            )
+            deploy >> monitor
+        else:
+            shift = CloudRunShiftTrafficOperator(
+                task_id="shift_traffic", deployment=deploy.output, percent=d.canary_percent, **gcp
+            )
+            monitor = CanaryAnalysisSensor(
+                task_id="monitor",
+                **analysis,
+                deferrable=m.mode == "deferrable",  # the triggerer waits out the analysis (up to duration_s)
+                mode="poke",  # only when not deferred (plan: monitor.mode: poke)
+            )
+            deploy >> shift >> monitor
+            built["shift_traffic"] = shift
 
         @task.branch
         def promote_or_rollback(outcome: dict[str, Any]) -> str:
-            return f"{group}.promote" if outcome["decision"] == "promote" else f"{group}.rollback"
+            if outcome["decision"] != "promote":
+                return f"{group}.rollback"
+            if d.on_region_failure == "rollback_all":
+                ti = get_current_context()["ti"]
+                others = {g: ti.xcom_pull(task_ids=f"{g}.monitor") for g in groups if g != group}
+                if failed := [g for g, o in others.items() if not o or o.get("decision") != "promote"]:
+                    LOG.info("rolling back although this canary passed: %s did not (rollback_all)", failed)
+                    return f"{group}.rollback"
+            return f"{group}.promote"
 
         promote = CloudRunPromoteOperator(task_id="promote", deployment=deploy.output, **gcp)
         # Rollback runs when chosen, and also when the canary machinery failed after a deploy (the old
@@ -385,10 +376,9 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
             setups=deploy, on_failure_fail_dagrun=True
         )
         decided = promote_or_rollback(monitor.output)
-        deploy >> shift >> monitor >> decided >> [promote, rollback]
-        [shift, monitor] >> rollback
-        built = {"deploy": deploy, "shift_traffic": shift, "monitor": monitor, "promote": promote,
-                 "rollback": rollback}  # fmt: skip
+        monitor >> decided >> [promote, rollback]
+        [*(t for name, t in built.items() if name != "deploy"), monitor] >> rollback
+        built |= {"monitor": monitor, "promote": promote, "rollback": rollback}
         for step in steps.declared(steps.SERVICE_STEPS, plan):
             if step.name not in built:  # a function step: built from the declaration
                 built[step.name] = _step_task(plan, "service", None, step, reports_dir)({})
@@ -398,6 +388,42 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
         if missing:
             raise RuntimeError(f"canary steps declared but not built (or built but not declared): {sorted(missing)}")
     return tg
+
+
+def _canary_sources(plan: Plan, service: ServiceRef, deployed: str) -> dict[str, Any]:
+    """The canary analysis' metric sources (templated: ``deployed`` is the deploy XCom's Jinja expression)."""
+    d, m = plan.deploy, plan.monitor
+    # the database source's URL is resolved from the connection when the analysis runs
+    sources: dict[str, Any] = {
+        "database": {"kind": "database", "long_transaction_s": plan.health_gate.long_transaction_s}
+    }
+    if m.metrics_source == "cloud_monitoring":
+        sources["metrics"] = {
+            "kind": "cloud_monitoring",
+            "project": d.project,
+            "service": service.name,
+            "location": service.region,  # revisions of this region only: the others are other canaries
+            "gcp_conn_id": d.conn_id,  # its credentials, resolved where the analysis runs
+            "scopes": {
+                "canary": f"{{{{ {deployed}['new_revision'] }}}}",
+                "baseline": f"{{{{ {deployed}['previous_revision'] }}}}",
+                "service": None,
+            },
+            **({"endpoint": m.monitoring_endpoint} if m.monitoring_endpoint else {}),
+        }
+    elif m.metrics_conn_id:
+        c = f"conn['{m.metrics_conn_id}']"
+        sources["metrics"] = {
+            "kind": "prometheus",
+            "url": f"{{{{ {c}.schema or 'http' }}}}://{{{{ {c}.host }}}}:{{{{ {c}.port or 9090 }}}}",
+            "scopes": {
+                "canary": {"revision": f"{{{{ {deployed}['new_revision'] }}}}"},
+                "baseline": {"revision": f"{{{{ {deployed}['previous_revision'] }}}}"},
+                "service": {"service": service.name},
+            },
+            "step_s": m.interval_s,
+        }
+    return sources
 
 
 def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
@@ -468,11 +494,14 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
 
             gate_task = canary_gate()
             dones >> gate_task
-            canary_groups = []
+            canary_groups = [canary_group_id(s.name, s.region) for s in plan.deploy.services]
             for service in plan.deploy.services:
-                cg = _canary_group(plan, service, reports_dir)
-                canary_groups.append(cg.group_id)
-                gate_task >> cg
+                gate_task >> _canary_group(plan, service, reports_dir, canary_groups)
+            if plan.deploy.on_region_failure == "rollback_all":  # each region decides once all have analysed
+                for group in canary_groups:
+                    for other in canary_groups:
+                        if other != group:
+                            dag.get_task(f"{other}.monitor") >> dag.get_task(f"{group}.promote_or_rollback")
         # the report comes last, after every task of the run (a branch may also skip straight to it);
         # a setup (deploy) may only be followed by all_success tasks or its teardown: its failure still
         # reaches the report and the watcher as its downstream's upstream_failed

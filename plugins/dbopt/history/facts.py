@@ -174,11 +174,18 @@ def canary_views(record: Record) -> list[dict[str, Any]]:
         if not any(r[s] for s in ("deploy", "monitor", "promote", "rollback")):
             continue
         monitor = r["monitor"]
+        deploy = r["deploy"].to_dict() if r["deploy"] else {}
         views.append(
             {
                 "service": key,
+                "name": data.get("service"),
+                "region": data.get("region"),
                 "target": data.get("target"),
-                "deploy": r["deploy"].to_dict() if r["deploy"] else None,
+                "on_region_failure": data.get("on_region_failure"),
+                "deploy": deploy or None,
+                "old_revision": deploy.get("previous_revision"),
+                "new_revision": deploy.get("new_revision"),
+                "traffic_steps": _traffic_steps(r, deploy.get("new_revision")),
                 "decision": monitor.decision if monitor else None,
                 "reason": monitor.reason if monitor else None,
                 "checks": monitor.checks if monitor else None,
@@ -193,6 +200,31 @@ def canary_views(record: Record) -> list[dict[str, Any]]:
             }
         )
     return views
+
+
+def _traffic_steps(r: Mapping[str, Any], new_revision: str | None) -> list[dict[str, Any]]:
+    """Each traffic step of a canary with its times, verdict and analysis outcome (``evidence``), as
+    recorded. A stepped canary records its steps; a single-share canary is one step: the share Cloud
+    Run reported after the shift, timed by its analysis."""
+    monitor = r["monitor"]
+    if monitor is None:
+        return []
+    if monitor.steps:
+        return [dict(s) for s in monitor.steps]
+    shift = r.get("shift_traffic")
+    traffic = (shift.extra.get("traffic") or ()) if shift else ()
+    shares = [t.get("percent") for t in traffic if new_revision and t.get("revision") == new_revision]
+    outcome = monitor.to_dict()
+    return [
+        {
+            "percent": shares[0] if shares else None,
+            "started_at": outcome.get("started_at"),
+            "ended_at": outcome.get("decided_at"),
+            "decision": monitor.decision,
+            "reason": monitor.reason,
+            "evidence": outcome,
+        }
+    ]
 
 
 def canary_summary(record: Record) -> dict[str, str | None]:

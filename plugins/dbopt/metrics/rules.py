@@ -26,6 +26,7 @@ import operator
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from dbopt.metrics.sources import MetricSource, MetricSourceError, PartialDataError, Series
@@ -155,9 +156,15 @@ class RuleResult(Data):
     requests: float | None = None
     baseline_requests: float | None = None
     longest_breach_s: float = 0.0
+    breach_from: float | None = None  # the failing breach's first and last breaching sample (epoch s)
+    breach_to: float | None = None
     points: tuple[Point, ...] = ()
     query: str = ""
     error: str | None = None
+    # what was asked: the population whose ``requests`` these are, its comparison population, the window
+    scope: str = ""
+    relative_to: str | None = None
+    window_s: float | None = None
 
 
 def _finite(x: float) -> float | None:
@@ -184,6 +191,30 @@ def _points(rule: Rule, series: Series, baseline: Series | None) -> list[Point]:
     return out
 
 
+def _breach_runs(points: Sequence[Point]) -> list[tuple[float, float]]:
+    """(first, last) sample time of each run of breaching samples; a passing or unjudged sample ends a run."""
+    runs: list[tuple[float, float]] = []
+    start: float | None = None
+    for p in points:
+        if not p.breach:
+            start = None
+        elif start is None:
+            start = p.t
+            runs.append((p.t, p.t))
+        else:
+            runs[-1] = (start, p.t)
+    return runs
+
+
+def _asked(rule: Rule) -> dict[str, Any]:
+    return {"scope": rule.scope, "relative_to": rule.relative_to, "window_s": rule.window_s}
+
+
+def utc_time(t: float) -> str:
+    """An epoch time as a reader places it (the samples' own clock: UTC)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def judge(rule: Rule, series: Series, baseline: Series | None = None) -> RuleResult:
     """The verdict of one rule on samples already fetched (pure; see the module docstring)."""
     points = _points(rule, series, baseline)
@@ -201,6 +232,7 @@ def judge(rule: Rule, series: Series, baseline: Series | None = None) -> RuleRes
         baseline_requests=baseline.requests if baseline else None,
         points=tuple(points),
         query=series.query,
+        **_asked(rule),
     )
 
     def verdict(v: Verdict, reason: str, **more: Any) -> RuleResult:
@@ -221,22 +253,19 @@ def judge(rule: Rule, series: Series, baseline: Series | None = None) -> RuleRes
         why = f" (not judged: {', '.join(unjudged)})" if unjudged else ""
         return verdict("inconclusive", f"too few samples: {len(judged)} judged < min_samples {rule.min_samples}{why}")
 
-    longest, run_start, sustained_at = 0.0, None, None
-    for p in points:  # a passing or unjudged sample ends a run of breaches
-        if not p.breach:
-            run_start = None
-            continue
-        run_start = p.t if run_start is None else run_start
-        longest = max(longest, p.t - run_start)
-        if sustained_at is None and p.t - run_start >= rule.sustained_for_s:
-            sustained_at = (run_start, p.t)
-    if sustained_at is not None:
-        first, last = sustained_at
+    runs = _breach_runs(points)
+    longest = max((last - first for first, last in runs), default=0.0)
+    sustained = next(((f, la) for f, la in runs if la - f >= rule.sustained_for_s), None)
+    if sustained is not None:
+        first, last = sustained  # the whole breach, not only up to the sample that made it sustained
         return verdict(
             "fail",
-            f"breached from t={first:.0f} to t={last:.0f} "
-            f"({last - first:g}s >= sustained_for {rule.sustained_for_s:g}s)",
+            f"breached from {utc_time(first)} to {utc_time(last)} "
+            f"({last - first:g}s over {sum(first <= p.t <= last for p in points)} samples, "
+            f">= sustained_for {rule.sustained_for_s:g}s)",
             longest_breach_s=longest,
+            breach_from=first,
+            breach_to=last,
         )
     if judged[-1].breach:
         return verdict(
@@ -255,9 +284,10 @@ def evaluate(rule: Rule, sources: Mapping[str, MetricSource], now: float | None 
         series = source.query(rule.metric, rule.scope, rule.window_s, end=now)
         baseline = source.query(rule.metric, rule.relative_to, rule.window_s, end=now) if rule.relative_to else None
     except PartialDataError as err:  # the backend answered, incompletely: not judged, and not a source failure
-        return RuleResult(rule.name, rule.describe(), "inconclusive", str(err))
+        return RuleResult(rule.name, rule.describe(), "inconclusive", str(err), **_asked(rule))
     except MetricSourceError as err:
-        return RuleResult(rule.name, rule.describe(), "inconclusive", f"source error: {err}", error=str(err))
+        why = f"source error: {err}"
+        return RuleResult(rule.name, rule.describe(), "inconclusive", why, error=str(err), **_asked(rule))
     return judge(rule, series, baseline)
 
 

@@ -28,15 +28,17 @@ class StepVerdict(Data):
     evidence: dict[str, Any]  # the analysis outcome: checks, failures, the last check's rule results
 
 
-def check_steps(steps: Any, where: str = "deploy.steps") -> tuple[int, ...]:
-    """Integers strictly increasing within 1..99, e.g. [10, 25, 50]; the error names ``where`` and the fix."""
+def check_steps(steps: Any, where: str | None = "deploy.steps") -> tuple[int, ...]:
+    """Integers strictly increasing within 1..99, e.g. [10, 25, 50]; the error names ``where`` (None: the
+    caller names the field, as the plan's validation does) and the fix."""
+    at = f"{where}: " if where else ""
     if not isinstance(steps, list | tuple) or not steps:
-        raise ValueError(f"{where}: expected a list of traffic percentages such as [10, 25, 50], got {steps!r}")
+        raise ValueError(f"{at}expected a list of traffic percentages such as [10, 25, 50], got {steps!r}")
     bad = [s for s in steps if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= 99]
     if bad:
-        raise ValueError(f"{where}: {bad} are not whole percentages between 1 and 99 (promotion makes it 100)")
+        raise ValueError(f"{at}{bad} are not whole percentages between 1 and 99 (promotion makes it 100)")
     if any(b <= a for a, b in itertools.pairwise(steps)):
-        raise ValueError(f"{where}: {list(steps)} must increase step by step (e.g. [10, 25, 50])")
+        raise ValueError(f"{at}{list(steps)} must increase step by step (e.g. [10, 25, 50])")
     return tuple(steps)
 
 
@@ -65,8 +67,10 @@ def run_steps(
 ) -> dict[str, Any]:
     """Shift to each step and analyse it; stop at the first step whose analysis is not "promote".
 
-    Returns ``{"decision": "promote" | "rollback", "reason", "failed_step", "steps": [StepVerdict …]}``;
-    the caller promotes or rolls back (the DAG's promote/rollback tasks), so a crash here still rolls back.
+    Returns ``{"decision": "promote" | "rollback", "reason", "failed_step", "steps": [StepVerdict …]}`` plus
+    the analysis totals (checks, failures, inconclusives) and the last check's ``evidence``: the shape of a
+    single analysis' outcome, so the run record and report read both alike. The caller promotes or rolls
+    back (the DAG's promote/rollback tasks), so a crash here still rolls back.
     """
     verdicts: list[StepVerdict] = []
     for percent in check_steps(steps):
@@ -76,15 +80,24 @@ def run_steps(
         verdict = StepVerdict(percent, began, clock(), result["decision"], result.get("reason", ""), result)
         verdicts.append(verdict)
         if verdict.decision != "promote":
-            return {
-                "decision": "rollback",
-                "reason": f"step {percent}%: {verdict.reason}",
-                "failed_step": percent,
-                "steps": [v.to_dict() for v in verdicts],
-            }
+            return _outcome("rollback", f"step {percent}%: {verdict.reason}", percent, verdicts)
+    passed = f"all {len(verdicts)} steps passed ({', '.join(f'{v.percent}%' for v in verdicts)})"
+    return _outcome("promote", passed, None, verdicts)
+
+
+def _outcome(decision: str, reason: str, failed_step: int | None, verdicts: list[StepVerdict]) -> dict[str, Any]:
+    def total(key: str) -> int:
+        return sum(int(v.evidence.get(key) or 0) for v in verdicts)
+
     return {
-        "decision": "promote",
-        "reason": f"all {len(verdicts)} steps passed ({', '.join(f'{v.percent}%' for v in verdicts)})",
-        "failed_step": None,
+        "decision": decision,
+        "reason": reason,
+        "failed_step": failed_step,
         "steps": [v.to_dict() for v in verdicts],
+        "started_at": verdicts[0].started_at,
+        "decided_at": verdicts[-1].ended_at,
+        "checks": total("checks"),
+        "failures": total("failures"),
+        "inconclusives": total("inconclusives"),
+        "evidence": verdicts[-1].evidence.get("evidence"),
     }

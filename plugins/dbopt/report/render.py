@@ -14,6 +14,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from dbopt.metrics.rules import utc_time
+
 TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "include" / "templates"
 MISSING = "—"
 
@@ -48,6 +50,10 @@ def fmt_ratio(value: Any) -> str:
     return f"{(value - 1) * 100:+.1f}%".replace("-", "−")
 
 
+def fmt_utc(value: Any) -> str:
+    return utc_time(value) if isinstance(value, int | float) and not isinstance(value, bool) else MISSING
+
+
 def md_cell(value: Any) -> str:
     """Text safe inside a Markdown table cell."""
     return re.sub(r"\s+", " ", str(value)).replace("|", "\\|")
@@ -67,7 +73,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(ms=fmt_ms, num=fmt_num, size=fmt_bytes, ratio=fmt_ratio, cell=md_cell)
+    env.filters.update(ms=fmt_ms, num=fmt_num, size=fmt_bytes, ratio=fmt_ratio, cell=md_cell, utc=fmt_utc)
     return env
 
 

@@ -19,7 +19,9 @@ from dbopt.results import Gate
 
 FIGURE_KEYS = ("target", "rule", "metric", "scope", "value", "op", "threshold", "limit", "relative_to", "verdict",
                "reason", "samples", "requests")  # fmt: skip
-EVIDENCE_KEYS = ("rule", "description", "value", "limit", "verdict", "reason", "samples")
+RULE_KEYS = ("rule", "description", "query", "verdict", "reason", "value", "limit", "samples", "judged",
+             "requests", "baseline_requests", "longest_breach_s", "window_s", "relative_to", "breach_from",
+             "breach_to")  # fmt: skip
 STATEMENT_KEYS = ("rank", "query", "calls", "mean_ms", "total_ms", "rows")
 RESULT_KEYS = ("median_ratio", "ci_low", "ci_high", "p_value", "drift", "reason", "method")
 TOP_STATEMENTS = 10
@@ -113,17 +115,82 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
 
 
 def _canaries(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every Cloud Run service's canary, with its steps (a skipped one says why)."""
+    """Every Cloud Run service's canary: revisions, each traffic step with its times, verdict and rule
+    evidence, and the declared steps (a skipped one says why)."""
     views = {v["service"]: v for v in facts.canary_views(record)}
-    return [
-        views[key]
-        | {
-            "evidence": [_pick(e, EVIDENCE_KEYS) for e in views[key]["evidence"]],
-            "steps": _steps(steps.SERVICE_STEPS, data, record, data.get("group", "")),
-        }
-        for key, data in facts.canaries(record)
-        if key in views
-    ]
+    decisions = {key: v["decision"] for key, v in views.items()}
+    out = []
+    for key, data in facts.canaries(record):
+        if key not in views:
+            continue
+        view = views[key]
+        revisions = {"canary": view["new_revision"], "baseline": view["old_revision"]}
+        out.append(
+            view
+            | {
+                "traffic_steps": [_traffic_step(s, revisions) for s in view["traffic_steps"]],
+                "region_note": _region_note(key, view, decisions),
+                "steps": _steps(steps.SERVICE_STEPS, data, record, data.get("group", "")),
+            }
+        )
+    return out
+
+
+def _traffic_step(step: Mapping[str, Any], revisions: Mapping[str, str | None]) -> dict[str, Any]:
+    """One traffic step: its share and times, the analysis' verdict and counts, and its last check rule
+    by rule (query, values, the seconds the samples and any breach cover, requests per revision)."""
+    outcome = step.get("evidence") if isinstance(step.get("evidence"), Mapping) else {}
+    check = outcome.get("evidence") if isinstance(outcome.get("evidence"), Mapping) else {}
+    rules = [_rule_evidence(r, revisions) for r in check.get("results") or () if isinstance(r, Mapping)]
+    started, ended = step.get("started_at"), step.get("ended_at")
+    requests = {}
+    for r in rules:  # one count per revision and window (rules on the same population repeat it)
+        if r["requests"] is not None and r["revision"]:
+            requests.setdefault((r["revision"], r["scope"], r["window_s"]), r["requests"])
+    return {
+        "percent": step.get("percent"),
+        "started_at": started,
+        "ended_at": ended,
+        "duration_s": ended - started if isinstance(started, int | float) and isinstance(ended, int | float) else None,
+        "decision": step.get("decision"),
+        "reason": step.get("reason"),
+        "checks": outcome.get("checks"),
+        "failures": outcome.get("failures"),
+        "inconclusives": outcome.get("inconclusives"),
+        "checked_at": check.get("t"),
+        "rules": rules,
+        "requests": [
+            {"revision": rev, "scope": scope, "window_s": window, "requests": n}
+            for (rev, scope, window), n in requests.items()
+        ],
+    }
+
+
+def _rule_evidence(result: Mapping[str, Any], revisions: Mapping[str, str | None]) -> dict[str, Any]:
+    """A rule's result at a check: what it asked (query, population, window) and what it found."""
+    row = _pick(result, RULE_KEYS)
+    times = [p["t"] for p in result.get("points") or () if isinstance(p, Mapping) and "t" in p]
+    scope = result.get("scope") or ""
+    breach = (row["breach_from"], row["breach_to"])
+    return row | {
+        "scope": scope,
+        "revision": revisions.get(scope),
+        "baseline_revision": revisions.get(row["relative_to"] or ""),
+        "first_sample": min(times) if times else None,
+        "last_sample": max(times) if times else None,
+        "sample_span_s": max(times) - min(times) if times else None,
+        "breach_s": breach[1] - breach[0] if None not in breach else None,
+    }
+
+
+def _region_note(key: str, view: Mapping[str, Any], decisions: Mapping[str, str | None]) -> str | None:
+    """Why a canary whose analysis passed was rolled back anyway (deploy.on_region_failure: rollback_all)."""
+    if view["decision"] != "promote" or not view["rolled_back"] or view["on_region_failure"] != "rollback_all":
+        return None
+    others = [f"{k}: {d or 'no decision'}" for k, d in decisions.items() if k != key and d != "promote"]
+    return "its analysis passed; rolled back with every region (deploy.on_region_failure: rollback_all) because " + (
+        ", ".join(others) or "another region's canary did not pass"
+    )
 
 
 def _notes(record: Mapping[str, Any], gate: Gate | None, targets: list[dict[str, Any]]) -> list[str]:
