@@ -47,6 +47,11 @@ def cloud(tmp_path: Path) -> Iterator[tuple[StandIn, CloudRun, Plane]]:
             plane.stop()
 
 
+def split(plane: Plane) -> dict[str, tuple[str, int]]:
+    """revision -> (URL, percent) of what runs now (one service)."""
+    return {r.wanted.revision: (r.url, r.wanted.percent) for r in plane.running.values()}
+
+
 def _targets(plane: Plane) -> list[str]:
     return [t for entry in json.loads(plane.targets_path.read_text()) for t in entry["targets"]]
 
@@ -54,8 +59,8 @@ def _targets(plane: Plane) -> list[str]:
 def test_processes_follow_revisions_and_traffic(cloud):
     _, run, plane = cloud
     plane.poll()
-    assert list(plane.splits()) == [f"{PROJECT}/{REGION}/{SERVICE}"]
-    ((url, percent),) = plane.splits()[f"{PROJECT}/{REGION}/{SERVICE}"].values()
+    assert [r.wanted.watched.key for r in plane.running.values()] == [f"{PROJECT}/{REGION}/{SERVICE}"]
+    ((url, percent),) = split(plane).values()
     assert percent == 100 and _targets(plane) == [url.removeprefix("http://")]
     # labelled as Cloud Run names it, with the revision's own env
     metrics = requests.get(f"{url}/metrics", timeout=5).text
@@ -63,24 +68,24 @@ def test_processes_follow_revisions_and_traffic(cloud):
 
     deployment = run.deploy(SERVICE, REGION, run_id="r1", env={"DB_POOL_SIZE": "2"})
     plane.poll()  # tagged at 0%: started, warm, but no load yet
-    split = plane.splits()[f"{PROJECT}/{REGION}/{SERVICE}"]
-    assert {rev: p for rev, (_, p) in split.items()} == {BASE: 100, deployment.new_revision: 0}
+    now = split(plane)
+    assert {rev: p for rev, (_, p) in now.items()} == {BASE: 100, deployment.new_revision: 0}
     assert len(_targets(plane)) == 2
-    canary_url = split[deployment.new_revision][0]
+    canary_url = now[deployment.new_revision][0]
     assert f'revision="{deployment.new_revision}"' in requests.get(f"{canary_url}/metrics", timeout=5).text
 
     run.shift_traffic(deployment, 10)
     plane.poll()
-    assert {rev: p for rev, (_, p) in plane.splits()[f"{PROJECT}/{REGION}/{SERVICE}"].items()} == {
-        BASE: 90, deployment.new_revision: 10}  # fmt: skip
+    assert {rev: p for rev, (_, p) in split(plane).items()} == {BASE: 90, deployment.new_revision: 10}
     stop = threading.Event()
     sent = drive_load(plane, stop, concurrency=10, interval_s=0.01, max_requests=50)
     by_revision = Counter(rev for (_, rev, status), n in plane.sent.items() for _ in range(n) if status == "200")
     assert sent == 50 and by_revision == {BASE: 45, deployment.new_revision: 5}
+    assert not +plane.in_flight  # every request answered
 
     run.rollback(SERVICE, REGION, deployment.previous_revision)
     plane.poll()
-    assert list(plane.splits()[f"{PROJECT}/{REGION}/{SERVICE}"]) == [BASE]
+    assert list(split(plane)) == [BASE]
     assert _targets(plane) == [url.removeprefix("http://")]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{canary_url}/healthz", timeout=2)  # its process is gone
@@ -93,7 +98,7 @@ def test_a_revision_that_never_became_ready_gets_no_process_and_a_dead_one_is_re
     with pytest.raises(Exception, match="did not become ready"):
         run.deploy(SERVICE, REGION, run_id="r2", env={"DB_POOL_SIZE": "3"})
     plane.poll()
-    assert list(plane.splits()[f"{PROJECT}/{REGION}/{SERVICE}"]) == [BASE]
+    assert list(split(plane)) == [BASE]
     (running,) = plane.running.values()
     running.process.kill()
     running.process.wait()

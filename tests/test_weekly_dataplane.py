@@ -127,6 +127,8 @@ def test_good_canary_through_the_data_plane_is_promoted(plane, pg_url, tmp_path,
     assert list(status["revisions"]) == [new]  # the old revision left the traffic list: its process stopped
     served = status["requests"][new]
     assert served.get("200", 0) >= 10 and set(served) == {"200"}, served
+    # the old revision answered what it had in flight before its process stopped
+    assert set(status["requests"][deploy["previous_revision"]]) == {"200"}, status["requests"]
     # the rules read this revision of this service in this region, as the data plane labelled it
     for result in monitor["evidence"]["results"]:
         assert f'location="{REGION}",revision="{new}",service="{SERVICE}"' in result["query"], result

@@ -138,9 +138,10 @@ class Plane:
     bind: str = "127.0.0.1"  # where the processes listen
     advertise: str = "127.0.0.1"  # the host Prometheus reaches them at
     start_timeout_s: float = 30.0
-    drain_s: float = 1.0  # a revision that lost its traffic finishes the requests it has before it stops
+    drain_s: float = 10.0  # at most this long for a revision that lost its traffic to answer what it has
     running: dict[str, Running] = field(default_factory=dict)  # "project/region/service/revision" -> process
     sent: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (service key, revision, status)
+    in_flight: Counter[str] = field(default_factory=Counter)  # revision key -> requests not yet answered
     _ready: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -183,14 +184,30 @@ class Plane:
         self.write_targets()
         self.write_status()
 
-    def splits(self) -> dict[str, dict[str, tuple[str, int]]]:
-        """service key -> revision -> (URL, percent) of what runs now."""
-        out: dict[str, dict[str, tuple[str, int]]] = {}
+    def wave(self, routers: dict[str, Router], size: int, limit: int | None = None) -> list[tuple[str, str]]:
+        """``size`` requests per service routed by its traffic (at most ``limit`` in all): (revision key, URL).
+        Each is in flight until ``answered``; a revision that leaves the traffic gets none after this."""
+        services: dict[str, dict[str, Running]] = {}
+        out: list[tuple[str, str]] = []
         with self._lock:
-            for running in self.running.values():
-                w = running.wanted
-                out.setdefault(w.watched.key, {})[w.revision] = (running.url, w.percent)
+            for key, running in self.running.items():
+                services.setdefault(running.wanted.watched.key, {})[key] = running
+            for service, revisions in services.items():
+                weights = {key: r.wanted.percent for key, r in revisions.items() if r.wanted.percent > 0}
+                router = routers.setdefault(service, Router())
+                for _ in range(size if weights else 0):
+                    if limit is not None and len(out) >= limit:
+                        break
+                    key = router.pick(weights)
+                    self.in_flight[key] += 1
+                    out.append((key, revisions[key].url))
         return out
+
+    def answered(self, key: str, status: str) -> None:
+        service, revision = key.rsplit("/", 1)
+        with self._lock:
+            self.in_flight[key] -= 1
+            self.sent[(service, revision, status)] += 1
 
     def stop(self) -> None:
         self._stop(list(self.running), "data plane stopping")
@@ -259,11 +276,12 @@ class Plane:
         return False
 
     def _stop(self, keys: Sequence[str], why: str, drain_s: float = 0.0) -> None:
-        """No new requests, then (after ``drain_s``: requests in flight finish, as Cloud Run lets them) SIGTERM."""
+        """No new requests; the ones in flight finish (up to ``drain_s``, as Cloud Run lets them); then SIGTERM."""
         with self._lock:
             stopping = {key: self.running.pop(key) for key in keys}
-        if stopping and drain_s:
-            time.sleep(drain_s)
+        deadline = time.monotonic() + drain_s
+        while any(self.in_flight[key] for key in stopping) and time.monotonic() < deadline:
+            time.sleep(0.05)
         for key, running in stopping.items():
             running.process.terminate()
             try:
@@ -289,22 +307,16 @@ def drive_load(
         raise ValueError("load: concurrency must be >= 1 and interval_s > 0")
     routers: dict[str, Router] = {}
     sent = 0
+
+    def send(item: tuple[str, str], n: int) -> None:
+        plane.answered(item[0], get_status(f"{item[1]}/orders?customer={n % customers}", timeout_s))
+
     with ThreadPoolExecutor(max_workers=concurrency * max(1, len(plane.watched))) as pool:
         while not stop.is_set() and (max_requests is None or sent < max_requests):
             started = time.monotonic()
-            wave = []
-            for service, revisions in plane.splits().items():
-                weights = {rev: percent for rev, (_, percent) in revisions.items() if percent > 0}
-                router = routers.setdefault(service, Router())
-                budget = concurrency if max_requests is None else min(concurrency, max_requests - sent)
-                for _ in range(budget if weights else 0):
-                    revision = router.pick(weights)
-                    wave.append((service, revision, f"{revisions[revision][0]}/orders?customer={sent % customers}"))
-                    sent += 1
-            statuses = pool.map(lambda item: get_status(item[2], timeout_s), wave)
-            for (service, revision, _), status in zip(wave, statuses, strict=True):
-                with plane._lock:
-                    plane.sent[(service, revision, status)] += 1
+            wave = plane.wave(routers, concurrency, None if max_requests is None else max_requests - sent)
+            list(pool.map(send, wave, range(sent, sent + len(wave))))
+            sent += len(wave)
             stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
     return sent
 
