@@ -3,11 +3,13 @@ revisions run, with which env and labels, how load is split, what Prometheus is 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from dbopt.cloud.cloudrun import CloudRun
 from dbopt.cloud.dataplane import Plane, Router, Watched, drive_load
 from dbopt.cloud.gcp import GcpSettings
 from dbopt.cloud.standin import StandIn
+from dbopt.stack import CANARY_ENV, CANARY_SERVICE, start_cloud, stop_groups
 from tests.metrics_fixtures import ROOT
 
 PROJECT, REGION, SERVICE = "demo-project", "europe-west1", "api"
@@ -122,3 +125,28 @@ def test_the_api_being_down_keeps_what_runs(cloud):
     standin.stop()
     plane.poll()  # connection refused: logged, nothing stopped
     assert {key: r.process.pid for key, r in plane.running.items()} == before
+
+
+def test_make_up_starts_the_stand_in_its_data_plane_and_prometheus(tmp_path):
+    """What `make up` adds to Airflow (dbopt.stack.start_cloud): Prometheus ends up with the seeded revision's
+    series, labelled by the data plane and carrying the stand-in's seeded env (pool size 10)."""
+    processes, urls = start_cloud(tmp_path, tmp_path)
+    try:
+        service, region = CANARY_SERVICE.split("/")[2], CANARY_SERVICE.split("/")[1]
+        query = {"query": "db_pool_size"}
+        deadline = time.monotonic() + 60
+        series: list = []
+        while not series and time.monotonic() < deadline:
+            time.sleep(1)
+            with contextlib.suppress(requests.RequestException):
+                series = requests.get(f"{urls['prometheus']}/api/v1/query", params=query, timeout=2).json()["data"][
+                    "result"
+                ]
+        assert series, f"no db_pool_size series in Prometheus; logs in {tmp_path}"
+        (found,) = series
+        assert {k: found["metric"][k] for k in ("revision", "service", "location")} == {
+            "revision": f"{service}-00001-abc", "service": service, "location": region}  # fmt: skip
+        assert found["value"][1] == CANARY_ENV["DB_POOL_SIZE"]
+    finally:
+        stop_groups([p.pid for p in processes.values()], grace_s=15)
+    assert all(p.poll() is not None for p in processes.values())
