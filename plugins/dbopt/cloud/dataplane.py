@@ -142,8 +142,8 @@ class Plane:
     running: dict[str, Running] = field(default_factory=dict)  # "project/region/service/revision" -> process
     sent: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (service key, revision, status)
     in_flight: Counter[str] = field(default_factory=Counter)  # revision key -> requests not yet answered
-    _ready: dict[str, Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ready: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="targets.json, prometheus.yml, status.json, logs/")  # fmt: skip
     parser.add_argument("--database-url", help="DATABASE_URL unless a revision sets it (default: a SQLite file "
                         "in the workdir, which the demo service seeds)")  # fmt: skip
-    parser.add_argument("--command", nargs="+", default=list(DEMO_SERVICE), help="what each revision runs")
+    parser.add_argument("--command", nargs="+", default=list(DEMO_SERVICE),
+                        help="what each revision runs (give it last: it takes the rest of the line)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="where the processes listen")
     parser.add_argument("--advertise", default="127.0.0.1", help="the host Prometheus reaches them at")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between reads of the services")
@@ -375,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     if args.concurrency < 0 or args.interval <= 0 or args.poll <= 0 or args.scrape_interval <= 0:
         parser.error("--concurrency must be >= 0; --interval, --poll and --scrape-interval > 0")
+    if args.requests is not None and args.requests < 1:
+        parser.error(f"--requests {args.requests}: give at least 1, or leave it out for load until stopped")
     clients = {
         project: CloudRun.connect(GcpSettings(project=project, endpoint=args.endpoint.rstrip("/"), anonymous=True))
         for project in {w.project for w in watched}
@@ -387,21 +390,19 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    load = None
-    if args.concurrency:
-        load = threading.Thread(
-            target=drive_load, args=(plane, stop), name="load", daemon=True,
-            kwargs={"concurrency": args.concurrency, "interval_s": args.interval, "max_requests": args.requests},
-        )  # fmt: skip
+    load = threading.Thread(
+        target=drive_load, args=(plane, stop), name="load", daemon=True,
+        kwargs={"concurrency": args.concurrency, "interval_s": args.interval, "max_requests": args.requests},
+    )  # fmt: skip
     try:
-        while not stop.is_set():
+        plane.poll()
+        if args.concurrency:
+            load.start()
+        while not stop.wait(args.poll):
             plane.poll()
-            if load is not None and not load.is_alive() and not load.ident:
-                load.start()
-            stop.wait(args.poll)
     finally:
         stop.set()
-        if load is not None and load.ident:
+        if load.ident:
             load.join(timeout=30)
         plane.stop()
     return 0
