@@ -31,7 +31,8 @@ demo: airflow-db
 	$(BIN)/python -m dbopt.demo
 
 # Airflow's real components on this machine (api-server on 127.0.0.1, scheduler, dag-processor,
-# triggerer), PostgreSQL metadata database when one answers; prints the URL and the login.
+# triggerer), PostgreSQL metadata database when one answers, plus the Cloud Run stand-in, its local data
+# plane and Prometheus (README "See a canary work locally"); prints the URLs and the login.
 up: venv
 	$(BIN)/python -m dbopt.stack up
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from dbopt.cloud.dataplane import PROMETHEUS, prometheus_command
 from dbopt.metrics.sources import MetricSource, MetricSourceError, Sample, Series
 from dbopt.stack import free_port
 from include.demo_service.app import seed
@@ -62,7 +63,6 @@ class StaticSource(MetricSource):
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "include" / "demo_service" / "app.py"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 SCRAPE_S = 1
 QUERY_DELAY_MS = 30  # each request holds its connection this long: pool waits become visible
 
@@ -105,36 +105,28 @@ def start_demo(database_url: str, revision: str, pool_size: int, pool_timeout_s:
 
 
 @contextmanager
-def prometheus(targets: Sequence[str]) -> Iterator[str]:
-    """A Prometheus on a free loopback port scraping ``targets`` (host:port) every second; yields its URL."""
+def prometheus(targets: Sequence[str] = (), config: Path | None = None) -> Iterator[str]:
+    """A Prometheus on a free loopback port scraping ``targets`` (host:port) every second, or run with
+    ``config`` (e.g. the data plane's file_sd config); yields its URL."""
     if not Path(PROMETHEUS).exists():
         pytest.fail("prometheus is not installed: apt-get install -y --no-install-recommends prometheus")
     work = Path(tempfile.mkdtemp(prefix="dbopt-prom-"))
-    config = work / "prometheus.yml"
-    listed = ", ".join(f'"{t}"' for t in targets)
-    config.write_text(
-        f"global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n"
-        f"scrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: [{listed}]\n"
-    )
+    if config is None:
+        config = work / "prometheus.yml"
+        listed = ", ".join(f'"{t}"' for t in targets)
+        config.write_text(
+            f"global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n"
+            f"scrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: [{listed}]\n"
+        )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (work / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--storage.tsdb.path={work / 'data'}",
-            "--storage.tsdb.retention.time=1h",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = subprocess.Popen(prometheus_command(config, port, work / "data"), stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_until(lambda: requests.get(f"{url}/-/ready", timeout=1).ok, 30, "Prometheus ready", work)
         expected = len(targets)
-        _wait_until(lambda: _up_targets(url) == expected, 30, f"Prometheus scraping {expected} targets", work)
+        if expected:
+            _wait_until(lambda: _up_targets(url) == expected, 30, f"Prometheus scraping {expected} targets", work)
         yield url
     finally:
         proc.terminate()

@@ -32,8 +32,9 @@ def test_read_through_and_warmed_keys_are_hits(sqlite_url: str, cache: tuple[red
         assert result.items == 2
         assert service.orders(5)[0] == service.orders(6)[0] == 200
         exposition = generate_latest(service.registry).decode()
-        assert 'cache_lookups_total{result="hit",revision="c-1"} 3.0' in exposition  # 3 again, 5 and 6 warmed
-        assert 'cache_lookups_total{result="miss",revision="c-1"} 1.0' in exposition
+        labels = 'location="local",result="{}",revision="c-1",service="demo"'  # sorted, as exposed
+        assert f"cache_lookups_total{{{labels.format('hit')}}} 3.0" in exposition  # 3 again, 5 and 6 warmed
+        assert f"cache_lookups_total{{{labels.format('miss')}}} 1.0" in exposition
         assert service.orders(5)[1] == service._orders_from_db(5)[1]  # the warmed value is what the database says
     finally:
         service.engine.dispose()

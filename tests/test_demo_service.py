@@ -25,14 +25,15 @@ def test_orders_and_pool_timeout(demo_db: str):
         status, body = service.orders(3)
     assert status == 503 and "no database connection" in body
     exposition = generate_latest(service.registry).decode()
-    assert 'db_pool_timeouts_total{revision="r-1"} 1.0' in exposition
-    assert 'db_pool_size{revision="r-1"} 1.0' in exposition
-    assert 'http_requests_total{code_class="5xx",revision="r-1"} 0.0' in exposition  # present before any error
+    labels = 'location="local",revision="r-1",service="demo"'
+    assert f"db_pool_timeouts_total{{{labels}}} 1.0" in exposition
+    assert f"db_pool_size{{{labels}}} 1.0" in exposition
+    assert f'http_requests_total{{code_class="5xx",{labels}}} 0.0' in exposition  # present before any error
     service.engine.dispose()
 
 
 def test_http_and_bounded_load(demo_db: str):
-    service = DemoService(Settings(demo_db, revision="r-2", pool_size=2))
+    service = DemoService(Settings(demo_db, revision="r-2", service="api", location="europe-west1", pool_size=2))
     server = service.server()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
@@ -40,8 +41,9 @@ def test_http_and_bounded_load(demo_db: str):
         result = run_load(f"http://{host}:{port}", concurrency=3, requests=7, duration_s=5, interval_s=0.05)
         assert result.sent == 7 and result.by_status == {"200": 7}
         exposition = generate_latest(service.registry).decode()
-        assert 'http_requests_total{code_class="2xx",revision="r-2"} 7.0' in exposition
-        assert 'http_request_duration_seconds_count{revision="r-2"} 7.0' in exposition
+        labels = 'location="europe-west1",revision="r-2",service="api"'
+        assert f'http_requests_total{{code_class="2xx",{labels}}} 7.0' in exposition
+        assert f"http_request_duration_seconds_count{{{labels}}} 7.0" in exposition
     finally:
         server.shutdown()
         server.server_close()
@@ -63,4 +65,20 @@ def test_settings_errors_name_the_fix():
     with pytest.raises(SystemExit, match="DB_POOL_SIZE/PORT are integers"):
         Settings.from_env({"DATABASE_URL": "sqlite:///x.db", "DB_POOL_SIZE": "ten"})
     s = Settings.from_env({"DATABASE_URL": "sqlite:///x.db", "REVISION": "r9", "DB_POOL_TIMEOUT": "0.05"})
-    assert (s.revision, s.pool_size, s.pool_timeout_s) == ("r9", 10, 0.05)
+    assert (s.revision, s.service, s.location, s.pool_size, s.pool_timeout_s) == ("r9", "demo", "local", 10, 0.05)
+    # as Cloud Run (and the local data plane) starts it
+    s = Settings.from_env({"DATABASE_URL": "sqlite:///x.db", "K_REVISION": "api-1a2b", "K_SERVICE": "api",
+                           "LOCATION": "us-central1"})  # fmt: skip
+    assert (s.revision, s.service, s.location) == ("api-1a2b", "api", "us-central1")
+
+
+def test_started_as_documented_it_seeds_its_database_and_answers_200(tmp_path):
+    """A fresh database file: the service creates and fills its table at start (before: 500, no such table)."""
+    from tests.metrics_fixtures import start_demo
+
+    demo = start_demo(f"sqlite:///{tmp_path / 'fresh.db'}", "r-fresh", pool_size=2)
+    try:
+        result = run_load(demo.url, concurrency=2, requests=4, duration_s=5, interval_s=0.05)
+        assert result.by_status == {"200": 4}
+    finally:
+        demo.stop()

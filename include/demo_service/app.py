@@ -3,10 +3,12 @@
 ``GET /orders?customer=N`` counts a customer's orders through a SQLAlchemy QueuePool; when no
 connection frees up within ``DB_POOL_TIMEOUT`` the request gets 503 (the failure a too-small pool
 causes under load). ``GET /metrics`` is the Prometheus exposition, every series labelled with
-``revision``; ``GET /healthz`` answers 200.
+``revision``, ``service`` and ``location``; ``GET /healthz`` answers 200. At start it creates and fills
+its table when missing (``seed``), so a fresh database answers 200.
 
-Environment: ``DATABASE_URL`` (required, e.g. sqlite:////tmp/demo.db — ``seed()`` creates the table),
-``REVISION`` (default "dev"), ``DB_POOL_SIZE`` (10), ``DB_POOL_TIMEOUT`` seconds (30),
+Environment: ``DATABASE_URL`` (required, e.g. sqlite:////tmp/demo.db), ``REVISION`` and ``SERVICE``
+(default: ``K_REVISION`` / ``K_SERVICE``, which Cloud Run and dbopt's local data plane set, else "dev" /
+"demo"), ``LOCATION`` (the region, default "local"), ``DB_POOL_SIZE`` (10), ``DB_POOL_TIMEOUT`` seconds (30),
 ``DB_QUERY_DELAY_MS`` (0: extra time each request holds its connection, standing in for a slower
 query), ``HOST`` (127.0.0.1), ``PORT`` (0 = any free port), ``REDIS_URL`` (unset: no cache; set: read
 through Redis, keys as dbopt's cache warming writes them — ``CACHE_KEY_TEMPLATE``, default
@@ -14,6 +16,7 @@ through Redis, keys as dbopt's cache warming writes them — ``CACHE_KEY_TEMPLAT
 counts hits and misses). The first line on stdout is ``listening on http://HOST:PORT``.
 
 Run: ``DATABASE_URL=sqlite:////tmp/demo.db REVISION=r1 python include/demo_service/app.py``
+(``python -m dbopt.cloud.dataplane`` runs one per Cloud Run stand-in revision.)
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ from sqlalchemy.pool import QueuePool
 # Fine around tens of milliseconds, where pool waits show up; p95 interpolates inside a bucket.
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 CODE_CLASSES = ("2xx", "4xx", "5xx")
+# On every series: which revision of which service in which region (canary rules select by them).
+LABELS = ("revision", "service", "location")
 
 
 @dataclass(frozen=True)
 class Settings:
     database_url: str
     revision: str = "dev"
+    service: str = "demo"
+    location: str = "local"
     pool_size: int = 10
     pool_timeout_s: float = 30.0
     query_delay_ms: float = 0.0
@@ -57,7 +64,9 @@ class Settings:
         try:
             return cls(
                 database_url=env["DATABASE_URL"],
-                revision=env.get("REVISION", "dev"),
+                revision=env.get("REVISION") or env.get("K_REVISION") or "dev",
+                service=env.get("SERVICE") or env.get("K_SERVICE") or "demo",
+                location=env.get("LOCATION") or "local",
                 pool_size=int(env.get("DB_POOL_SIZE", "10")),
                 pool_timeout_s=float(env.get("DB_POOL_TIMEOUT", "30")),
                 query_delay_ms=float(env.get("DB_QUERY_DELAY_MS", "0")),
@@ -77,15 +86,22 @@ def seed(database_url: str, rows: int = 2000, customers: int = 100) -> None:
     """Create and fill the demo table ``orders`` (idempotent: an existing table is left as it is)."""
     engine = sa.create_engine(database_url)
     rnd = random.Random(7)
-    with engine.begin() as conn:
-        if sa.inspect(conn).has_table("orders"):
-            return
-        conn.execute(sa.text("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, amount REAL)"))
-        conn.execute(
-            sa.text("INSERT INTO orders (id, customer_id, amount) VALUES (:id, :c, :a)"),
-            [{"id": i, "c": rnd.randrange(customers), "a": round(rnd.uniform(1, 500), 2)} for i in range(1, rows + 1)],
-        )
-    engine.dispose()
+    values = [{"id": i, "c": rnd.randrange(customers), "a": round(rnd.uniform(1, 500), 2)} for i in range(1, rows + 1)]
+    try:
+        with engine.begin() as conn:
+            if sa.inspect(conn).has_table("orders"):
+                return
+            conn.execute(
+                sa.text("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, amount REAL)")
+            )
+            conn.execute(sa.text("INSERT INTO orders (id, customer_id, amount) VALUES (:id, :c, :a)"), values)
+    except sa.exc.DBAPIError:
+        # Several revisions starting on one database race to create it: the loser finds it made.
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("orders"):
+                raise
+    finally:
+        engine.dispose()
 
 
 class DemoService:
@@ -99,30 +115,22 @@ class DemoService:
             pool_timeout=settings.pool_timeout_s,
         )
         self.registry = CollectorRegistry()
-        rev = settings.revision
+        values = (settings.revision, settings.service, settings.location)
         self.latency = Histogram(
-            "http_request_duration_seconds",
-            "Request latency",
-            ["revision"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        ).labels(rev)
-        requests = Counter(
-            "http_requests", "Requests by status class", ["revision", "code_class"], registry=self.registry
-        )
-        self.requests = {c: requests.labels(rev, c) for c in CODE_CLASSES}  # pre-created: 0, not absent
+            "http_request_duration_seconds", "Request latency", LABELS, buckets=LATENCY_BUCKETS, registry=self.registry
+        ).labels(*values)
+        requests = Counter("http_requests", "Requests by status class", [*LABELS, "code_class"], registry=self.registry)
+        self.requests = {c: requests.labels(*values, c) for c in CODE_CLASSES}  # pre-created: 0, not absent
         pool = self.engine.pool
-        Gauge("db_pool_checked_out", "Connections in use", ["revision"], registry=self.registry).labels(
-            rev
-        ).set_function(
+        Gauge("db_pool_checked_out", "Connections in use", LABELS, registry=self.registry).labels(*values).set_function(
             pool.checkedout  # type: ignore[attr-defined]
         )
-        Gauge("db_pool_size", "Pool size", ["revision"], registry=self.registry).labels(rev).set(settings.pool_size)
+        Gauge("db_pool_size", "Pool size", LABELS, registry=self.registry).labels(*values).set(settings.pool_size)
         self.pool_timeouts = Counter(
-            "db_pool_timeouts", "Requests that found no free connection in time", ["revision"], registry=self.registry
-        ).labels(rev)
-        lookups = Counter("cache_lookups", "Cache lookups by result", ["revision", "result"], registry=self.registry)
-        self.cache_lookups = {r: lookups.labels(rev, r) for r in ("hit", "miss")}
+            "db_pool_timeouts", "Requests that found no free connection in time", LABELS, registry=self.registry
+        ).labels(*values)
+        lookups = Counter("cache_lookups", "Cache lookups by result", [*LABELS, "result"], registry=self.registry)
+        self.cache_lookups = {r: lookups.labels(*values, r) for r in ("hit", "miss")}
         self.cache = None
         if settings.redis_url:
             import redis
@@ -211,6 +219,7 @@ class DemoService:
 
 def main() -> None:
     settings = Settings.from_env()
+    seed(settings.database_url)  # a fresh database answers 200, not 500 (no such table)
     server = DemoService(settings).server()
     host, port = server.server_address[:2]
     print(f"listening on http://{host}:{port}", flush=True)

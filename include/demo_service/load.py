@@ -40,7 +40,8 @@ def require_loopback(url: str) -> None:
         raise ValueError(f"load target {url!r} resolves to {sorted(addresses)}: only loopback addresses are allowed")
 
 
-def _get(url: str, timeout_s: float) -> str:
+def get_status(url: str, timeout_s: float) -> str:
+    """The HTTP status of a GET as text ("200", "503" …), or "error" when nothing answered."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             response.read()
@@ -74,7 +75,7 @@ def run_load(
             wave_start = time.monotonic()
             size = min(concurrency, requests - sent)
             urls = [f"{base_url.rstrip('/')}/orders?customer={(sent + i) % customers}" for i in range(size)]
-            counts.update(pool.map(lambda u: _get(u, timeout_s), urls))
+            counts.update(pool.map(lambda u: get_status(u, timeout_s), urls))
             sent += size
             stop.wait(max(0.0, interval_s - (time.monotonic() - wave_start)))
     return LoadResult(sent, dict(counts), round(time.monotonic() - started, 3))

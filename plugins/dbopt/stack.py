@@ -1,5 +1,6 @@
 """Airflow's real components on one machine: api-server (127.0.0.1), scheduler, dag-processor,
-triggerer and, with CeleryExecutor, a Celery worker — for ``make up`` and the end-to-end tests.
+triggerer and, with CeleryExecutor, a Celery worker — for ``make up`` and the end-to-end tests. ``make up``
+adds the Cloud Run stand-in, its local data plane and Prometheus (``start_cloud``).
 
 Every component gets the same environment (one metadata database, one JWT secret, free ports), so
 several stacks can run side by side on one machine. Processes run in their own sessions and are
@@ -225,6 +226,51 @@ def metadata_url(home: Path) -> str:
     return f"postgresql+psycopg2://{PG_ADMIN.split('://', 1)[1].rsplit('/', 1)[0]}/dbopt_airflow"
 
 
+# The Cloud Run service plans/canary_demo.yaml (and week17) deploy to. Its current revision holds each
+# request's connection 50 ms and waits at most 20 ms for a free one: a tiny pool shows under load.
+CANARY_SERVICE = "ion-mentoring/us-central1/ion-api"
+CANARY_ENV = {"DB_POOL_SIZE": "10", "DB_POOL_TIMEOUT": "0.02", "DB_QUERY_DELAY_MS": "50"}
+
+
+def _port(preferred: int) -> int:
+    with socket.socket() as s:
+        return free_port() if s.connect_ex(("127.0.0.1", preferred)) == 0 else preferred
+
+
+def start_cloud(home: Path, logs: Path) -> tuple[dict[str, subprocess.Popen[bytes]], dict[str, str]]:
+    """The Cloud Run stand-in, the data plane serving its revisions, Prometheus scraping them; their URLs."""
+    from dbopt.cloud.dataplane import prometheus_command
+
+    endpoint, prometheus = f"http://127.0.0.1:{_port(8086)}", f"http://127.0.0.1:{_port(9090)}"
+    workdir = home / "dataplane"
+    (workdir / "prometheus.yml").unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}"}
+    python = [sys.executable, "-m"]
+    seeded = [a for k, v in CANARY_ENV.items() for a in ("--env", f"{k}={v}")]
+    commands = {
+        "gcp-standin": [*python, "dbopt.cloud.standin", "--port", endpoint.rsplit(":", 1)[1],
+                        "--service", CANARY_SERVICE, *seeded],
+        "dataplane": [*python, "dbopt.cloud.dataplane", "--endpoint", endpoint, "--service", CANARY_SERVICE,
+                      "--workdir", str(workdir), "--scrape-interval", "2", "--concurrency", "10"],
+    }  # fmt: skip
+    processes = {}
+    for name, command in commands.items():
+        log = (logs / f"{name}.log").open("ab")
+        processes[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (workdir / "prometheus.yml").exists():  # the data plane writes it when it starts
+        if time.monotonic() > deadline or processes["dataplane"].poll() is not None:
+            stop_groups(p.pid for p in processes.values())
+            raise RuntimeError(f"the data plane did not start; see {logs / 'dataplane.log'}")
+        time.sleep(0.2)
+    command = prometheus_command(workdir / "prometheus.yml", int(prometheus.rsplit(":", 1)[1]), workdir / "tsdb")
+    with (logs / "prometheus.log").open("ab") as log:
+        processes["prometheus"] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                   start_new_session=True)  # fmt: skip
+    return processes, {"endpoint": endpoint, "prometheus": prometheus}
+
+
 def up() -> int:
     from dbopt.demo import DEMO_DIR, prepare
 
@@ -233,10 +279,7 @@ def up() -> int:
     if state.get("pids") and any(_alive(pid) for pid in state["pids"].values()):
         print(f"dbopt up: already running at {state.get('url')} (make down first)", file=sys.stderr)
         return 1
-    port = int(os.environ.get("DBOPT_STACK_PORT") or 8080)
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", port)) == 0:
-            port = free_port()  # 8080 is taken (another stack?): any free port
+    port = _port(int(os.environ.get("DBOPT_STACK_PORT") or 8080))  # taken (another stack?): any free port
     config = StackConfig(home=home, metadata_url=metadata_url(home), port=port)
     stack = Stack(config)
     db = DEMO_DIR / "worklogs.db"
@@ -245,19 +288,37 @@ def up() -> int:
         prepare(db, scale=float(os.environ.get("DBOPT_DEMO_SCALE", "0.5")), statements=600)
     print("dbopt up: migrating the metadata database and starting the components …", flush=True)
     stack.start()
-    state = json.loads((home / "dbopt-stack.json").read_text()) | {"pids": stack.pids(), "url": config.url}
+    try:
+        cloud, urls = start_cloud(home, stack.logs)
+    except RuntimeError as err:
+        print(f"dbopt up: {err}", file=sys.stderr)
+        stack.stop()
+        return 1
+    pids = stack.pids() | {name: p.pid for name, p in cloud.items()}
+    state = json.loads((home / "dbopt-stack.json").read_text()) | {"pids": pids, "url": config.url}
     (home / "dbopt-stack.json").write_text(json.dumps(state))
-    # the demo connection, made the way a user makes one (README "Connections")
-    subprocess.run([str(Path(sys.executable).with_name("airflow")), "connections", "delete", "dbopt_demo"],
-                   env=config.environment(), capture_output=True)  # fmt: skip
-    stack.airflow("connections", "add", "dbopt_demo", "--conn-type", "sqlite", "--conn-host", str(db))
+    # the connections, made the way a user makes them (README "Connections")
+    gcp = json.dumps({"project": CANARY_SERVICE.split("/")[0], "endpoint": urls["endpoint"], "anonymous": True})
+    prometheus_host, prometheus_port = urls["prometheus"].removeprefix("http://").split(":")
+    connections = {
+        "dbopt_demo": ["--conn-type", "sqlite", "--conn-host", str(db)],
+        "google_cloud_run": ["--conn-type", "google_cloud_platform", "--conn-extra", gcp],
+        "prometheus_default": ["--conn-type", "http", "--conn-schema", "http", "--conn-host", prometheus_host,
+                               "--conn-port", prometheus_port],
+    }  # fmt: skip
+    for conn_id, fields in connections.items():
+        subprocess.run([str(Path(sys.executable).with_name("airflow")), "connections", "delete", conn_id],
+                       env=config.environment(), capture_output=True)  # fmt: skip
+        stack.airflow("connections", "add", conn_id, *fields)
     try:
         stack.wait_until_up()
     except (RuntimeError, TimeoutError) as err:
         print(f"dbopt up: {err}", file=sys.stderr)
-        stack.stop()
+        stop_groups(pids.values())
         return 1
     print(f"dbopt up: Airflow UI and API at {config.url}  login: {USER} / {config.password()}")
+    print(f"dbopt up: Cloud Run stand-in {urls['endpoint']} ({CANARY_SERVICE}), Prometheus {urls['prometheus']}, "
+          f"data plane status {home / 'dataplane' / 'status.json'}")  # fmt: skip
     print(f"dbopt up: metadata database {config.metadata_url}; logs in {stack.logs}; stop with `make down`")
     return 0
 

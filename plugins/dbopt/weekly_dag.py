@@ -413,13 +413,15 @@ def _canary_sources(plan: Plan, service: ServiceRef, deployed: str) -> dict[str,
         }
     elif m.metrics_conn_id:
         c = f"conn['{m.metrics_conn_id}']"
+        # this service in this region only (as the demo service and Cloud Run label their series)
+        here = {"service": service.name, "location": service.region}
         sources["metrics"] = {
             "kind": "prometheus",
             "url": f"{{{{ {c}.schema or 'http' }}}}://{{{{ {c}.host }}}}:{{{{ {c}.port or 9090 }}}}",
             "scopes": {
-                "canary": {"revision": f"{{{{ {deployed}['new_revision'] }}}}"},
-                "baseline": {"revision": f"{{{{ {deployed}['previous_revision'] }}}}"},
-                "service": {"service": service.name},
+                "canary": {**here, "revision": f"{{{{ {deployed}['new_revision'] }}}}"},
+                "baseline": {**here, "revision": f"{{{{ {deployed}['previous_revision'] }}}}"},
+                "service": here,
             },
             "step_s": m.interval_s,
         }

@@ -92,6 +92,14 @@ class ServiceState(Data):
         return max(candidates, key=lambda t: t.percent).revision if candidates else None
 
 
+@dataclass(frozen=True)
+class RevisionState(Data):
+    revision: str  # short id
+    ready: bool  # its Ready condition succeeded
+    image: str
+    env: dict[str, str]  # plain values of the first container (secret references left out)
+
+
 class CloudRun:
     """Cloud Run services of one project, any region."""
 
@@ -137,6 +145,20 @@ class CloudRun:
 
     def describe(self, service: str, region: str) -> ServiceState:
         return self._state(self._get(self.service_path(service, region)))
+
+    def revision(self, service: str, region: str, revision: str) -> RevisionState | None:
+        """A revision's readiness and first container; None when it does not exist."""
+        found = self._revision(self.service_path(service, region), revision)
+        if found is None:
+            return None
+        ready = _ready(found)
+        container = found.containers[0] if found.containers else None
+        return RevisionState(
+            revision=revision,
+            ready=ready is not None and ready.state == READY.CONDITION_SUCCEEDED,
+            image=container.image if container else "",
+            env=_plain_env(container),
+        )
 
     def deploy(
         self,
@@ -355,7 +377,7 @@ class CloudRun:
             service=service,
             etag=svc.etag,
             image=container.image if container else "",
-            env={e.name: e.value for e in container.env if not e.value_source} if container else {},
+            env=_plain_env(container),
             latest_ready_revision=latest_ready,
             traffic=traffic,
             min_instances=svc.scaling.min_instance_count,
@@ -372,6 +394,10 @@ def _calling(path: str) -> Iterator[None]:
         raise CloudError(f"{path}: signing in to Google failed: {err}") from err
     except gexc.RetryError as err:
         raise CloudError(f"{path}: still failing after retries for {err}: {err.cause}") from err
+
+
+def _plain_env(container: run_v2.Container | None) -> dict[str, str]:
+    return {e.name: e.value for e in container.env if not e.value_source} if container else {}
 
 
 def _ready(revision: run_v2.Revision) -> run_v2.Condition | None:

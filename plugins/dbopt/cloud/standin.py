@@ -651,13 +651,18 @@ def main(argv: list[str] | None = None) -> None:
         metavar="PROJECT/REGION/NAME",
         help="a Cloud Run service with one serving revision (repeatable)",
     )
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="container env of every --service's first revision (repeatable)")  # fmt: skip
     parser.add_argument("--instance", action="append", default=[], metavar="PROJECT/NAME",
                         help="a Cloud SQL instance (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
+    if bad := [item for item in args.env if "=" not in item]:
+        parser.error(f"--env {bad[0]!r}: expected KEY=VALUE, e.g. DB_POOL_SIZE=10")
+    env = dict(item.split("=", 1) for item in args.env)
     standin = StandIn(host=args.host, port=args.port)
     for item in args.service:
         project, region, name = item.split("/")
-        standin.run.seed(project, region, name)
+        standin.run.seed(project, region, name, env=env)
     for item in args.instance:
         project, name = item.split("/")
         standin.sql.seed(project, name)
