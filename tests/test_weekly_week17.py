@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -54,6 +55,9 @@ def _week17(prefix: str) -> str:
     # is no replica (replication_lag_s stays inconclusive, so the canary would roll back to the safe state)
     plan["monitor"]["rules"] = [r for r in plan["monitor"]["rules"]
                                 if r["metric"] not in ("pool_timeouts", "replication_lag_s")]  # fmt: skip
+    # the cache's own hit ratio (Redis INFO stats) as a canary figure; the reader misses until the warming
+    plan["monitor"]["rules"].append({"metric": "cache_hit_ratio", "op": "<", "threshold": 0, "scope": "service",
+                                     "source": "redis", "window_s": 60})  # fmt: skip
     plan["cache"] |= {"key_template": f"{prefix}:{{plan}}:{{name}}:{{digest}}", "hit_ratio_window_s": 2,
                       "from_workload": 4}  # fmt: skip
     return yaml.safe_dump(plan, sort_keys=False)
@@ -117,10 +121,16 @@ def test_week17_run_warms_the_cache_resizes_by_replica_and_forecasts_scaling(
     standin, _ = services
     client, prefix, _ = cache_reader
     monkeypatch.setenv(*connection_env("ion_replica_mysql", mysql_demo))
+    for name, until in (("ion-old", time.time() - 60), ("ion-young", time.time() + 3600)):  # earlier resizes' standbys
+        standin.sql.seed(PROJECT, name, tier=BIG, database_version="MYSQL_8_0")
+        standin.sql.instances[(PROJECT, name)]["settings"]["userLabels"] = {STANDBY_LABEL: str(int(until))}
     run, record = run_plan(_week17(prefix), mysql_demo, tmp_path, monkeypatch)
     st = states(run)
     assert str(run.state) == "success", st
-    assert record["canaries"]["ion-api/us-central1"]["monitor"]["decision"] == "promote", st
+    monitor = record["canaries"]["ion-api/us-central1"]["monitor"]
+    assert monitor["decision"] == "promote", st
+    redis_rule = next(e for e in monitor["evidence"]["results"] if e["rule"].startswith("cache_hit_ratio[service]"))
+    assert redis_rule["verdict"] == "pass" and redis_rule["requests"] > 0, redis_rule  # measured, not missing
     assert st["warm_cache"] == st["scaling_forecast"] == st["ion-primary.cloud_sql_resize"] == "success", st
 
     cache = record["tasks"]["warm_cache"]
@@ -137,6 +147,8 @@ def test_week17_run_warms_the_cache_resizes_by_replica_and_forecasts_scaling(
     assert resize["previous_tier"] == BIG and resize["tier"] == "db-custom-8-16384"
     assert resize["benchmark"]["comparison"]["queries"], resize["benchmark"]
     instances = {name: i for (_, name), i in standin.sql.instances.items()}
+    assert {a["instance"]: a["action"] for a in resize["standbys"]} == {"ion-old": "deleted", "ion-young": "kept"}
+    assert "ion-old" not in instances and "ion-young" in instances  # never before its standby time
     if resize["decision"] == "switched":  # the same data: the replica holds unless the machine is noisy
         assert instances[PRIMARY]["settings"]["userLabels"][STANDBY_LABEL].isdigit()
         assert instances["ion-primary-resized"]["settings"]["tier"] == "db-custom-8-16384"
@@ -158,6 +170,28 @@ def test_week17_run_warms_the_cache_resizes_by_replica_and_forecasts_scaling(
     assert "### Cloud SQL downsizing by replica" in text and f"**{resize['decision']}**" in text
     assert "| query | primary n |" in text
     assert "## Scaling for the next hour" in text and f"| {forecast['forecast']['min_instances']} | forecast |" in text
+    assert "standby `ion-old`" in text and "standby `ion-young`" in text and "h left" in text
     html = report.with_name("report.html").read_text()
     assert all(h in html for h in ("<h2>Cache warming</h2>", "<h3>Cloud SQL downsizing by replica</h3>",
                                    "<h2>Scaling for the next hour</h2>"))  # fmt: skip
+
+
+def test_week17_dry_run_lists_what_it_would_warm_and_every_resize_step(
+    mysql_demo, services, cache_reader, tmp_path, monkeypatch
+) -> None:
+    standin, _ = services
+    client, prefix, _ = cache_reader
+    monkeypatch.setenv(*connection_env("ion_replica_mysql", mysql_demo))
+    run, record = run_plan(_week17(prefix), mysql_demo, tmp_path, monkeypatch, conf={"dry_run": True})
+    assert str(run.state) == "success", states(run)
+    cache = record["tasks"]["warm_cache"]
+    assert cache["dry_run"] and cache["items"] >= 1 and cache["hit_ratio_before"] is None, cache
+    assert not list(client.scan_iter(match=f"{prefix}:*"))  # nothing written
+    resize = record["targets"][PRIMARY]["cloud_sql_resize"]
+    assert resize["decision"] == "dry_run" and resize["active_instance"] == PRIMARY
+    assert [(s["name"], s["status"]) for s in resize["steps"]] == [
+        ("check", "planned"), ("create_replica", "planned"), ("benchmark", "planned"), ("promote", "planned"),
+        ("standby", "planned")]  # fmt: skip
+    assert set(standin.sql.instances) == {(PROJECT, PRIMARY)}  # nothing created
+    text = next((tmp_path / "reports").glob("week17/*/report.md")).read_text()
+    assert "Dry run: would write" in text and "create_replica (planned)" in text

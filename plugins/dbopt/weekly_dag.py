@@ -399,6 +399,9 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
                 },
                 "step_s": m.interval_s,
             }
+        if plan.cache is not None and any(r.source == "redis" for r in m.rules):  # its URL: where the analysis runs
+            sources["redis"] = {"kind": "redis", "redis_conn_id": plan.cache.redis_conn_id,
+                                "probe_s": min(5.0, m.interval_s)}  # fmt: skip
         monitor = CanaryAnalysisSensor(
             task_id="monitor",
             plan=m.analysis_plan(),
