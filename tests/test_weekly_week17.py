@@ -115,12 +115,15 @@ def cache_reader() -> Iterator[tuple[redis.Redis, str, threading.Event]]:
     client.close()
 
 
-def test_week17_run_warms_the_cache_resizes_by_replica_and_forecasts_scaling(
-    mysql_demo, services, cache_reader, tmp_path, monkeypatch
-) -> None:
-    standin, _ = services
-    client, prefix, _ = cache_reader
+@pytest.fixture
+def week17(mysql_demo, services, cache_reader, monkeypatch) -> tuple[StandIn, redis.Redis, str, str]:
+    """(the Google stand-in, the test's Redis client, its key prefix, the database URL) with every connection set."""
     monkeypatch.setenv(*connection_env("ion_replica_mysql", mysql_demo))
+    return services[0], cache_reader[0], cache_reader[1], mysql_demo
+
+
+def test_week17_run_warms_the_cache_resizes_by_replica_and_forecasts_scaling(week17, tmp_path, monkeypatch) -> None:
+    standin, client, prefix, mysql_demo = week17
     for name, until in (("ion-old", time.time() - 60), ("ion-young", time.time() + 3600)):  # earlier resizes' standbys
         standin.sql.seed(PROJECT, name, tier=BIG, database_version="MYSQL_8_0")
         standin.sql.instances[(PROJECT, name)]["settings"]["userLabels"] = {STANDBY_LABEL: str(int(until))}
@@ -176,12 +179,8 @@ def test_week17_run_warms_the_cache_resizes_by_replica_and_forecasts_scaling(
                                    "<h2>Scaling for the next hour</h2>"))  # fmt: skip
 
 
-def test_week17_dry_run_lists_what_it_would_warm_and_every_resize_step(
-    mysql_demo, services, cache_reader, tmp_path, monkeypatch
-) -> None:
-    standin, _ = services
-    client, prefix, _ = cache_reader
-    monkeypatch.setenv(*connection_env("ion_replica_mysql", mysql_demo))
+def test_week17_dry_run_lists_what_it_would_warm_and_every_resize_step(week17, tmp_path, monkeypatch) -> None:
+    standin, client, prefix, mysql_demo = week17
     run, record = run_plan(_week17(prefix), mysql_demo, tmp_path, monkeypatch, conf={"dry_run": True})
     assert str(run.state) == "success", states(run)
     cache = record["tasks"]["warm_cache"]
