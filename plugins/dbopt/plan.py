@@ -416,6 +416,15 @@ class ScalingSpec(Strict):
         path = Path(self.rules_file)
         return path if path.is_absolute() else DEFAULT_PLANS_DIR.parents[1] / path
 
+    @model_validator(mode="after")
+    def _rules_exist(self) -> ScalingSpec:
+        if not self.rules_path().is_file():
+            raise ValueError(
+                f"rules_file {self.rules_file!r}: no such file ({self.rules_path()}); name a scaling rules YAML "
+                "such as include/scaling/rules.yaml (relative to the project root)"
+            )
+        return self
+
 
 class Plan(Strict):
     id: Annotated[str, Field(description="lower-case id; the DAG is dbopt_<id>")]

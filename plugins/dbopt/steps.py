@@ -287,8 +287,9 @@ def _scaling_forecast(ctx: StepContext) -> ScalingForecast:
         raise Skip(f"{rules.source} has no rule for the plan's services {sorted(services)}")
     now = time.time()
     history: dict[tuple[str, str], dict[int, float]] = {}
-    source = "no forecast block: the fixed windows decide"
-    if spec.metrics_conn_id and any(r.forecast for r in wanted):
+    forecasts = any(r.forecast for r in wanted)
+    source = "no metrics_conn_id: no history, the fixed windows decide" if forecasts else "no forecast block"
+    if spec.metrics_conn_id and forecasts:
         from dbopt.cloud.forecast import PROMQL_PEAK_CONCURRENCY
         from dbopt.cloud.forecast_history import fetch_history
         from dbopt.cloud.scaling import ScalingRules
