@@ -347,6 +347,15 @@ def _cloud_sql_backup(plan: Plan, spec: TargetSpec) -> Any:
 OPERATOR_STEPS = {"cloud_sql_backup": _cloud_sql_backup}
 
 
+def _redis_source(plan: Plan) -> dict[str, Any]:
+    """The cache's Redis as the canary's "redis" source, when a rule reads it (``source: redis``); its
+    URL comes from the connection where the analysis runs (``triggers.canary.resolve_sources``)."""
+    m = plan.monitor
+    if plan.cache is None or not any(r.source == "redis" for r in m.rules):
+        return {}
+    return {"redis": {"kind": "redis", "redis_conn_id": plan.cache.redis_conn_id, "probe_s": min(5.0, m.interval_s)}}
+
+
 def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
     """deploy (old revision pinned) → N% canary → analysis → promote | rollback, for one service."""
     from dbopt.operators.cloudrun import (
@@ -399,9 +408,7 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path) -> Any:
                 },
                 "step_s": m.interval_s,
             }
-        if plan.cache is not None and any(r.source == "redis" for r in m.rules):  # its URL: where the analysis runs
-            sources["redis"] = {"kind": "redis", "redis_conn_id": plan.cache.redis_conn_id,
-                                "probe_s": min(5.0, m.interval_s)}  # fmt: skip
+        sources |= _redis_source(plan)
         monitor = CanaryAnalysisSensor(
             task_id="monitor",
             plan=m.analysis_plan(),
