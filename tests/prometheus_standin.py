@@ -1,8 +1,10 @@
 """A Prometheus HTTP API stand-in for DAG and operator tests: answers per ``revision`` label.
 
 ``/api/v1/query_range`` gives four samples of ``value(revision)``, ``/api/v1/query`` the same value, and
-any ``increase(`` query (the request count) 1000. Loopback, free port. For PromQL itself the real
-Prometheus runs in test_metrics_prometheus.py.
+any ``increase(`` query (the request count) 1000. With ``traffic``, a ``query_range`` of the scaling
+forecast's peak concurrency (``http_request_duration_seconds_sum``) gets one sample per step from start to
+end, ``traffic(t)`` each, as Prometheus answers over stored history. Loopback, free port. For PromQL itself
+the real Prometheus runs in test_metrics_prometheus.py.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dbopt.standin_server import BackgroundServer
 
 
 class RevisionPrometheus(BackgroundServer):
-    def __init__(self, value: Callable[[str], float]) -> None:
+    def __init__(self, value: Callable[[str], float], traffic: Callable[[float], float] | None = None) -> None:
         self.value = value  # revision label value -> the figure every query about it returns
+        self.traffic = traffic  # unix seconds -> the peak concurrency of the hour ending then
         self.queries: list[str] = []
 
     @property
@@ -36,7 +39,12 @@ class RevisionPrometheus(BackgroundServer):
                 prometheus.queries.append(params["query"])
                 revision = re.search(r'revision="([^"]+)"', params["query"])
                 value = 1000.0 if "increase(" in params["query"] else prometheus.value(revision[1] if revision else "")
-                if url.path.endswith("query_range"):
+                history = prometheus.traffic and "http_request_duration_seconds_sum" in params["query"]
+                if url.path.endswith("query_range") and history:
+                    start, end, step = float(params["start"]), float(params["end"]), float(params["step"])
+                    times = [start + k * step for k in range(int((end - start) // step) + 1)]
+                    result = [{"metric": {}, "values": [[t, str(prometheus.traffic(t))] for t in times]}]
+                elif url.path.endswith("query_range"):
                     end, step = float(params["end"]), float(params["step"])
                     result = [{"metric": {}, "values": [[end - k * step, str(value)] for k in range(3, -1, -1)]}]
                 else:

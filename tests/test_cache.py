@@ -208,3 +208,20 @@ def test_refresh_dag_runs(sqlite_demo: str, cache: tuple[redis.Redis, str], tmp_
     run = dag.test()
     assert str(run.state) == "success"
     assert len(list(client.scan_iter(match=f"{prefix}:cachedag:*"))) == 3  # refresh.top_n
+
+
+def test_plan_rules_read_the_hit_ratio_from_redis() -> None:
+    from dbopt.pipeline import gate_rules
+
+    text = (
+        PLAN.format(id="cacherules", prefix="x")
+        + "health_gate: {cache_hit_ratio_min: 0.8, cache_hit_ratio_source: redis}\n"
+    )
+    (rule,) = gate_rules(parse_plan(text).health_gate)
+    assert rule == {"metric": "cache_hit_ratio", "op": "<", "threshold": 0.8, "scope": "service", "source": "redis"}
+    without_cache = text.split("cache:")[0] + "health_gate: {cache_hit_ratio_min: 0.8, cache_hit_ratio_source: redis}\n"
+    with pytest.raises(PlanError, match="cache_hit_ratio_source redis needs a cache: section"):
+        parse_plan(without_cache, "week.yaml")
+    wrong = "monitor: {rules: [{metric: error_ratio, op: '>', threshold: 0.1, scope: service, source: redis}]}\n"
+    with pytest.raises(PlanError, match="source redis measures only the whole server's hit ratio"):
+        parse_plan(PLAN.format(id="cacherules", prefix="x") + wrong, "week.yaml")

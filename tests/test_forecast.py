@@ -229,3 +229,12 @@ def test_history_from_a_real_prometheus_drives_the_forecast(backfilled_prometheu
     expected_peak = 100 + 10 * datetime.fromtimestamp(end, UTC).hour
     assert result.weeks_seen == 2 and result.peak == pytest.approx(expected_peak, rel=0.01)
     assert result.min_instances == max(2, math.ceil(expected_peak / 80 * 1.2 - 1e-6))
+
+
+def test_plan_scaling_section_names_an_existing_rules_file() -> None:
+    from dbopt.plan import PlanError, parse_plan
+
+    base = "id: s\ntargets: [{name: db, conn_id: c, dialect: sqlite}]\nscaling: {rules_file: %s}\n"
+    assert parse_plan(base % "include/scaling/rules.yaml").scaling.rules_path().is_file()
+    with pytest.raises(PlanError, match=r"scaling.*rules_file 'include/scaling/nope.yaml': no such file"):
+        parse_plan(base % "include/scaling/nope.yaml", "week.yaml")

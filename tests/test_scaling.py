@@ -29,6 +29,7 @@ from dbopt.cloud.scaling import (
     parse_rules,
 )
 from dbopt.cloud.standin import StandIn
+from tests.prometheus_standin import RevisionPrometheus
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "include" / "scaling" / "rules.yaml"
@@ -267,11 +268,14 @@ def _dags_test(env: dict[str, str], logical_date: str) -> subprocess.CompletedPr
 
 @pytest.mark.airflow
 def test_dag_applies_the_rule_and_a_second_run_in_the_hour_changes_nothing(airflow_env: dict[str, str]) -> None:
-    with StandIn(lro_polls=1) as stand_in:
+    # the shipped rules forecast: a Prometheus with four hours of traffic is too little history, the windows decide
+    with StandIn(lro_polls=1) as stand_in, RevisionPrometheus(lambda _: 100.0) as prometheus:
         for region in ("us-central1", "europe-west1", "asia-southeast1"):
             stand_in.run.seed(PROJECT, region, "ion-api", min_instances=2, max_instances=80)
         conn = {"conn_type": "google_cloud_platform", "extra": stand_in.extra(PROJECT)}
-        env = {**airflow_env, "AIRFLOW_CONN_GOOGLE_CLOUD_RUN": json.dumps(conn)}
+        env = {**airflow_env, "AIRFLOW_CONN_GOOGLE_CLOUD_RUN": json.dumps(conn),
+               "AIRFLOW_CONN_PROMETHEUS_DEFAULT": json.dumps({"conn_type": "http", "host": "127.0.0.1",
+                                                              "port": prometheus.port})}  # fmt: skip
 
         first = _dags_test(env, "2026-03-10T08:00:00+09:00")  # Tuesday 08:00 in Seoul
         scaling = {path.split("/")[3]: svc.get("scaling") for path, svc in stand_in.run.services.items()}

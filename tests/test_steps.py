@@ -26,7 +26,9 @@ from dbopt.results import (
     Advice,
     Backup,
     Bench,
+    CacheWarm,
     CanaryOutcome,
+    CloudSqlResize,
     Gate,
     IndexChange,
     IndexChanges,
@@ -34,6 +36,7 @@ from dbopt.results import (
     Result,
     RollbackReverts,
     RolloutStep,
+    ScalingForecast,
     Verdict,
     Verification,
     Workload,
@@ -47,8 +50,14 @@ from tests.dag_runs import connection_env, states
 # Every optional step switched on: Cloud SQL backup, drops, a canary that reverts after a rollback.
 FULL = parse_plan("""
 id: full
-targets: [{name: db, conn_id: db_conn, dialect: sqlite, cloud_sql: {project: p, instance: i}}]
+targets:
+  - name: db
+    conn_id: db_conn
+    dialect: sqlite
+    cloud_sql: {project: p, instance: i, resize: {tier: db-custom-1-3840, replica_conn_id: replica_conn}}
 indexes: {allow_drops: true}
+cache: {redis_conn_id: redis_conn, statements: [{name: one, sql: "SELECT 1"}]}
+scaling: {rules_file: include/scaling/rules.yaml, metrics_conn_id: prom_conn}
 deploy: {enabled: true, project: p, services: [{name: api, region: us-central1}]}
 monitor:
   revert_indexes_on_rollback: true
@@ -73,7 +82,15 @@ SAMPLES: dict[type, Any] = {
     RolloutStep: RolloutStep("api", extra={"new_revision": "api-2"}),
     CanaryOutcome: CanaryOutcome("rollback", "a rule failed", checks=2, failures=1),
     RollbackReverts: RollbackReverts({"db": (DROP,)}),
-}
+    CacheWarm: CacheWarm(1, 12, 0.01, keys=({"key": "k", "name": "one", "rows": 1, "bytes": 12, "query_ms": 0.2},),
+                         hit_ratio_before={"ratio": 0.5, "hits": 1, "misses": 1, "window_s": 2.0, "method": "m"}),
+    CloudSqlResize: CloudSqlResize("dry_run", "dry run", "i", steps=({"name": "check", "status": "planned",
+                                                                       "detail": "i runs db-custom-2-7680"},)),
+    ScalingForecast: ScalingForecast("include/scaling/rules.yaml", 1_796_000_400, ({
+        "service": "api", "region": "us-central1", "local_time": "Mon 14:00 CST", "window": "default",
+        "fixed": {"min_instances": 2, "max_instances": 80}, "forecast": None, "settings": None, "history_hours": 0,
+        "chosen": "default", "bounds": {"min_instances": 2, "max_instances": 80}},)),
+}  # fmt: skip
 
 
 def _declared() -> dict[str, list[steps.Step]]:
@@ -146,6 +163,8 @@ def test_every_declared_step_is_in_the_record_and_the_report(tmp_path):
     markdown = Path(write_run_report(record, tmp_path / "run")["markdown"]).read_text()
     for s in declared["target"]:
         assert s.name in markdown, s.name
+    for title in ("## Cache warming", "### Cloud SQL downsizing by replica", "## Scaling for the next hour"):
+        assert title in markdown, title
 
 
 def test_a_rollback_revert_is_an_index_change_of_the_run():

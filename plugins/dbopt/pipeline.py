@@ -31,8 +31,12 @@ def gate_rules(gate: HealthGate) -> list[dict[str, Any]]:
         rules.append({"metric": "error_ratio", "op": ">", "threshold": gate.error_rate_max_pct / 100, **service})
     if gate.p95_ms_max is not None:
         rules.append({"metric": "latency_p95_ms", "op": ">", "threshold": gate.p95_ms_max, **service})
+    redis = gate.cache_hit_ratio_source == "redis" and gate.cache_hit_ratio_min is not None
+    if redis:  # the cache in front of the database: the whole Redis server, from INFO stats
+        rules.append({"metric": "cache_hit_ratio", "op": "<", "threshold": gate.cache_hit_ratio_min,
+                      "scope": "service", "source": "redis"})  # fmt: skip
     database = [
-        ("cache_hit_ratio", "<", gate.cache_hit_ratio_min),
+        ("cache_hit_ratio", "<", None if redis else gate.cache_hit_ratio_min),
         ("replication_lag_s", ">", None if gate.replication_lag_ms_max is None else gate.replication_lag_ms_max / 1000),
         ("long_transactions", ">", gate.long_transactions_max),
         (

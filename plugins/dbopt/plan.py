@@ -144,6 +144,9 @@ class HealthGate(Strict):
     error_rate_max_pct: float | None = Field(None, ge=0, le=100)
     p95_ms_max: float | None = Field(None, gt=0)
     cache_hit_ratio_min: float | None = Field(None, ge=0, le=1)
+    cache_hit_ratio_source: Literal["database", "redis"] = Field(
+        "database", description="the database's buffer cache, or the cache: section's Redis (INFO stats)"
+    )
     replication_lag_ms_max: float | None = Field(None, ge=0)
     long_transactions_max: int | None = Field(None, ge=0)
     long_transaction_s: float = Field(60, gt=0)
@@ -299,11 +302,18 @@ class RuleSpec(Strict):
         None, description="threshold is a factor of this scope's value (e.g. canary p95 > 1.2 × baseline)"
     )
     name: str = ""
+    source: Literal["redis"] | None = Field(
+        None, description="redis: cache_hit_ratio from the cache: section's Redis INFO stats (scope service)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleSpec:
         if self.sustained_for_s > self.window_s:
             raise ValueError("sustained_for_s must not exceed window_s")
+        if self.source == "redis" and (self.metric != "cache_hit_ratio" or self.scope != "service"):
+            raise ValueError(
+                "source redis measures only the whole server's hit ratio: use metric cache_hit_ratio, scope service"
+            )
         if self.scope == "database" and (self.min_requests or self.relative_to):
             raise ValueError("database rules take no min_requests or relative_to (the database counts no requests)")
         return self
@@ -420,6 +430,29 @@ class CacheSpec(Strict):
         return self
 
 
+# --- scaling learned from traffic (week-17 plan, issue 17): dbopt.cloud.scaling / forecast ------------------
+
+
+class ScalingSpec(Strict):
+    """The scaling rules the hourly ``dbopt_scaling`` DAG applies; the weekly report shows their forecast."""
+
+    rules_file: str = Field(description="scaling rules YAML (relative paths: from the project root)")
+    metrics_conn_id: str | None = Field(None, description="Prometheus connection with the services' traffic history")
+
+    def rules_path(self) -> Path:
+        path = Path(self.rules_file)
+        return path if path.is_absolute() else DEFAULT_PLANS_DIR.parents[1] / path
+
+    @model_validator(mode="after")
+    def _rules_exist(self) -> ScalingSpec:
+        if not self.rules_path().is_file():
+            raise ValueError(
+                f"rules_file {self.rules_file!r}: no such file ({self.rules_path()}); name a scaling rules YAML "
+                "such as include/scaling/rules.yaml (relative to the project root)"
+            )
+        return self
+
+
 class Plan(Strict):
     id: Annotated[str, Field(description="lower-case id; the DAG is dbopt_<id>")]
     description: str = ""
@@ -437,6 +470,7 @@ class Plan(Strict):
     maintenance_window: MaintenanceWindow | None = None
     run: RunPolicy = RunPolicy()
     cache: CacheSpec | None = None
+    scaling: ScalingSpec | None = None
 
     @field_validator("id")
     @classmethod
@@ -474,6 +508,10 @@ class Plan(Strict):
         names = [t.name for t in self.targets]
         if self.cache and self.cache.target is not None and self.cache.target not in names:
             raise ValueError(f"cache.target {self.cache.target!r} is not a target of this plan; use one of {names}")
+        if self.cache is None and self.health_gate.cache_hit_ratio_source == "redis":
+            raise ValueError("health_gate.cache_hit_ratio_source redis needs a cache: section (its redis_conn_id)")
+        if self.cache is None and any(r.source == "redis" for r in self.monitor.rules):
+            raise ValueError("monitor.rules with source redis need a cache: section (its redis_conn_id is measured)")
         return self
 
     @property

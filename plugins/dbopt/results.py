@@ -246,3 +246,63 @@ class RollbackReverts(Result):
 
     def changes(self) -> tuple[IndexChange, ...]:
         return tuple(dataclasses.replace(c, target=t) for t, cs in self.targets.items() for c in cs)
+
+
+@dataclass(frozen=True)
+class CacheWarm(Result):
+    """The cache warming after the rollout (``dbopt.cache.warm.WarmResult``), with the Redis hit ratio
+    measured over ``cache.hit_ratio_window_s`` just before and just after it (None in a dry run)."""
+
+    items: int
+    bytes: int
+    seconds: float
+    query_seconds: float = 0.0
+    write_seconds: float = 0.0
+    batches: int = 0
+    ttl_s: int = 0
+    dry_run: bool = False
+    target: str = ""
+    keys: tuple[dict[str, Any], ...] = ()
+    skipped: tuple[dict[str, Any], ...] = ()
+    hit_ratio_before: dict[str, Any] | None = None  # dbopt.cache.plan_run.HitRatio
+    hit_ratio_after: dict[str, Any] | None = None
+    NESTED: ClassVar = {"keys": _dicts, "skipped": _dicts}
+
+    def problems(self) -> list[str]:
+        """Nothing warmed although there was something to warm: the step did not do what was asked."""
+        if self.skipped and not self.items:
+            return [f"nothing warmed: {', '.join(s['name'] + ': ' + s['reason'] for s in self.skipped)}"]
+        return []
+
+
+@dataclass(frozen=True)
+class CloudSqlResize(Result):
+    """Cloud SQL downsizing by replica (``dbopt.cloud.resize.ResizeResult``) and the expired standbys
+    deleted before it (``StandbyAction``s)."""
+
+    decision: str
+    reason: str = ""
+    active_instance: str = ""
+    standby_instance: str | None = None
+    standby_until: str | None = None
+    previous_tier: str = ""
+    tier: str = ""
+    steps: tuple[dict[str, Any], ...] = ()
+    benchmark: dict[str, Any] | None = None  # ReplicaBench: holds, reason, comparison (primary → replica), targets
+    standbys: tuple[dict[str, Any], ...] = ()
+    seconds: float = 0.0
+    NESTED: ClassVar = {"steps": _dicts, "standbys": _dicts}
+
+    def problems(self) -> list[str]:
+        return [self.reason] if self.decision == "failed" else []
+
+
+@dataclass(frozen=True)
+class ScalingForecast(Result):
+    """What the scaling rules ask for the next hour, per service and region (``dbopt.cloud.scaling.NextHour``)."""
+
+    rules_file: str
+    hour_start: int  # unix seconds
+    services: tuple[dict[str, Any], ...] = ()
+    history_source: str = ""
+    NESTED: ClassVar = {"services": _dicts}

@@ -6,7 +6,10 @@ target) and ``SERVICE_STEPS`` (per Cloud Run service). ``dbopt.weekly_dag`` buil
 them, ``dbopt apply`` walks them in order (``run_target``), ``dbopt.run_record`` collects each step's
 result by name and ``dbopt.history.facts`` reads the results back as the declared types. A step whose
 ``run`` is None is an Airflow operator (Cloud Run, Cloud SQL): the DAG builds it, the CLI skips it
-with ``cli_skip`` as the reason.
+with ``cli_skip`` as the reason. A run step with ``after_rollout`` runs once every target's work and
+every canary have ended (cache warming, the scaling forecast); the others open the run.
+Services a step reaches by connection id (Redis, Cloud SQL Admin, Prometheus, a replica's database)
+come through ``StepContext.clients``: Airflow hooks in the DAG, absent in the CLI (the step then skips).
 
 Adding a step: write its function (plain data in, a ``dbopt.results`` type out), add one ``Step`` to
 the right tuple; the DAG, the CLI, the record and the report follow.
@@ -22,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from dbopt import pipeline
-from dbopt.plan import Plan, TargetSpec
+from dbopt.plan import CloudSqlInstance, Plan, TargetSpec
 from dbopt.results import (
     Advice,
     Backup,
     Bench,
+    CacheWarm,
     CanaryOutcome,
+    CloudSqlResize,
     Gate,
     IndexChange,
     IndexChanges,
@@ -35,6 +40,7 @@ from dbopt.results import (
     Result,
     RollbackReverts,
     RolloutStep,
+    ScalingForecast,
     Verification,
     Workload,
 )
@@ -43,6 +49,16 @@ from dbopt.targets.base import Data, IndexSpec, Target
 
 class Skip(Exception):
     """A step with nothing to do this run; the message says why (shown in the record and the report)."""
+
+
+@dataclass(frozen=True)
+class Clients:
+    """How a step reaches what the plan names by connection id (each None where the caller has no way)."""
+
+    database: Callable[[str], AbstractContextManager[Target]] | None = None  # another database (no run lease)
+    cloud_sql: Callable[[CloudSqlInstance], AbstractContextManager[Any]] | None = None  # dbopt.cloud.cloudsql.CloudSQL
+    redis_url: Callable[[str], str] | None = None  # redis://host:port/db of a connection
+    http_url: Callable[[str], str] | None = None  # a Prometheus connection's base URL
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class StepContext:
     progress: Callable[[int, int], None] | None = None  # replays: (runs done, runs planned) as they go
     moments: Mapping[str, Any] = field(default_factory=dict)  # the run's moments the maintenance window checks
     targets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # service steps: every target's results
+    clients: Clients = Clients()
 
     def __getitem__(self, step: str) -> Any:
         return self.results[step]
@@ -91,6 +108,7 @@ class Step:
     watch: str = ""
     quiet: bool = False  # its result is too big for the task log (the report shows it)
     cli_skip: str = ""  # why ``dbopt apply`` does not run an operator step
+    after_rollout: bool = False  # run scope: after every target's work and every canary (see the module doc)
 
     @property
     def mapped(self) -> bool:
@@ -122,7 +140,7 @@ class Step:
 def _health_check(ctx: StepContext) -> Gate:
     from dbopt.guardrails import window_gate
     from dbopt.metrics.health_gate import health_gate
-    from dbopt.metrics.sources import DatabaseSource
+    from dbopt.metrics.sources import DatabaseSource, RedisSource
 
     p = ctx.plan
     if (outside := window_gate(p, dict(ctx.moments))) is not None:
@@ -138,6 +156,8 @@ def _health_check(ctx: StepContext) -> Gate:
             }
             if ctx.metrics is not None:
                 sources["metrics"] = ctx.metrics()
+            if p.cache is not None and any(r.get("source") == "redis" for r in rules):
+                sources["redis"] = RedisSource(_client(ctx.clients.redis_url, "Redis")(p.cache.redis_conn_id))
             if rules:
                 results[spec.name] = health_gate(rules, sources).to_dict()
     if not rules:
@@ -203,6 +223,98 @@ def _revert_after_rollback(ctx: StepContext) -> RollbackReverts:
     return RollbackReverts(reverted)
 
 
+def _client(opener: Callable[..., Any] | None, what: str) -> Callable[..., Any]:
+    if opener is None:
+        raise Skip(f"needs {what}, reached through an Airflow connection: runs in the weekly DAG only")
+    return opener
+
+
+def _warm_cache(ctx: StepContext) -> CacheWarm:
+    """Once the rollout has ended: the hot reads into Redis, the hit ratio measured just before and after."""
+    import redis
+
+    from dbopt.cache.plan_run import cache_target, measure_hit_ratio, warm_plan
+
+    spec, target_spec = ctx.plan.cache, cache_target(ctx.plan)
+    assert spec is not None and ctx.open_target is not None
+    client = redis.Redis.from_url(_client(ctx.clients.redis_url, "Redis")(spec.redis_conn_id), socket_timeout=10)
+    try:
+        before = None if ctx.dry_run else measure_hit_ratio(client, spec.hit_ratio_window_s)
+        with ctx.open_target(target_spec) as target:
+            warmed = warm_plan(ctx.plan, target, client, dry_run=ctx.dry_run)
+        after = None if ctx.dry_run else measure_hit_ratio(client, spec.hit_ratio_window_s)
+    finally:
+        client.close()
+    return CacheWarm.from_dict(warmed.to_dict() | {"target": target_spec.name,
+                               "hit_ratio_before": before and before.to_dict(),
+                               "hit_ratio_after": after and after.to_dict()})  # fmt: skip
+
+
+def _cloud_sql_resize(ctx: StepContext) -> CloudSqlResize:
+    """Expired standbys deleted (never before standby_hours), then downsizing by replica (``dbopt.cloud.resize``)."""
+    from dbopt.cloud.resize import ReplicaBench, cleanup_standbys, plan_replica_bench, resize_by_replica, spec_from_plan
+
+    cloud_sql = ctx.spec.cloud_sql
+    assert cloud_sql is not None and cloud_sql.resize is not None and ctx.target is not None
+    database = _client(ctx.clients.database, "the replica's database")
+    replica_conn_id = cloud_sql.resize.replica_conn_id
+
+    def bench() -> ReplicaBench:  # the replica's database is opened only once it is ready
+        with database(replica_conn_id) as replica:
+            return plan_replica_bench(ctx.plan, ctx.target, replica)
+
+    with _client(ctx.clients.cloud_sql, "Cloud SQL Admin")(cloud_sql) as sql:
+        standbys = cleanup_standbys(sql, dry_run=ctx.dry_run)
+        result = resize_by_replica(sql, spec_from_plan(cloud_sql), bench, dry_run=ctx.dry_run)
+    return CloudSqlResize.from_dict(result.to_dict() | {"standbys": [a.to_dict() for a in standbys]})
+
+
+def _scaling_forecast(ctx: StepContext) -> ScalingForecast:
+    """What the plan's scaling rules set for the next hour, from the same traffic history the hourly
+    ``dbopt_scaling`` DAG reads (read-only: nothing is applied here)."""
+    import time
+    from datetime import UTC, datetime
+
+    from dbopt.cloud.forecast import HOUR_S, hour_start
+    from dbopt.cloud.scaling import load_rules, next_hour
+
+    spec = ctx.plan.scaling
+    assert spec is not None
+    rules = load_rules(spec.rules_path())
+    services = {(s.name, s.region) for s in ctx.plan.deploy.services}
+    wanted = [r for r in rules.rules if not services or r.key in services]
+    if not wanted:
+        raise Skip(f"{rules.source} has no rule for the plan's services {sorted(services)}")
+    now = time.time()
+    history: dict[tuple[str, str], dict[int, float]] = {}
+    forecasts = any(r.forecast for r in wanted)
+    source = "no metrics_conn_id: no history, the fixed windows decide" if forecasts else "no forecast block"
+    if spec.metrics_conn_id and forecasts:
+        from dbopt.cloud.forecast import PROMQL_PEAK_CONCURRENCY
+        from dbopt.cloud.forecast_history import fetch_history
+        from dbopt.cloud.scaling import ScalingRules
+
+        url = _client(ctx.clients.http_url, "Prometheus")(spec.metrics_conn_id)
+        history = fetch_history(url, ScalingRules(rules.source, tuple(wanted)), now)
+        source = f"Prometheus {spec.metrics_conn_id}: hourly {PROMQL_PEAK_CONCURRENCY}"
+    start = hour_start(now) + HOUR_S
+    at = datetime.fromtimestamp(start, UTC)
+    rows = [next_hour(r, at, history.get(r.key, {})).to_dict() for r in wanted]
+    return ScalingForecast(spec.rules_file, start, tuple(rows), source)
+
+
+def _has_cache(plan: Plan, _spec: TargetSpec | None) -> bool:
+    return plan.cache is not None
+
+
+def _has_scaling(plan: Plan, _spec: TargetSpec | None) -> bool:
+    return plan.scaling is not None
+
+
+def _resizes(_plan: Plan, spec: TargetSpec | None) -> bool:
+    return spec is not None and spec.cloud_sql is not None and spec.cloud_sql.resize is not None
+
+
 def _allows_drops(plan: Plan, _spec: TargetSpec | None) -> bool:
     return plan.indexes.allow_drops
 
@@ -221,7 +333,12 @@ def _reverts_on_rollback(plan: Plan, _spec: TargetSpec | None) -> bool:
 
 AIRFLOW_ONLY = "runs in the Airflow DAG only (a Google Cloud operator)"
 
-RUN_STEPS: tuple[Step, ...] = (Step("health_check", "health gate (GO/NO-GO)", Gate, _health_check),)
+RUN_STEPS: tuple[Step, ...] = (
+    Step("health_check", "health gate (GO/NO-GO)", Gate, _health_check),
+    Step("warm_cache", "cache warming", CacheWarm, _warm_cache, applies=_has_cache, after_rollout=True, retries=2),
+    Step("scaling_forecast", "scaling for the next hour", ScalingForecast, _scaling_forecast, applies=_has_scaling,
+         after_rollout=True),
+)  # fmt: skip
 
 TARGET_STEPS: tuple[Step, ...] = (
     Step("extract", "workload extraction", Workload, lambda c: pipeline.extract_workload(c.plan, c.spec, c.target)),
@@ -248,6 +365,10 @@ TARGET_STEPS: tuple[Step, ...] = (
     Step("drop_unused", "drop of unused indexes", IndexChanges,
          lambda c: pipeline.drop_unused(c.plan, c.target, c["advise"], c.dry_run), needs=("advise",),
          after=("revert_indexes",), changes_db=True, applies=_allows_drops),
+    # last: the replica copies the indexes this run kept, and the benchmark judges the machine, not them
+    Step("cloud_sql_resize", "Cloud SQL downsizing by replica", CloudSqlResize, _cloud_sql_resize,
+         after=("advise", "create_index", "revert_indexes", "drop_unused"), applies=_resizes, quiet=True,
+         retries=0),  # not retried: a second attempt would find its own replica and cannot tell it apart
 )  # fmt: skip
 
 SERVICE_STEPS: tuple[Step, ...] = (

@@ -7,11 +7,12 @@ wired by the results each step reads (``needs``) and the steps it follows (``aft
         └─GO→ per target (task group, TARGET_STEPS):                                │
               extract → advise → [cloud_sql_backup] → backup → bench_before         │
               → create_index[mapped over create_index_items] → verify → bench_after │
-              → judge → revert_indexes → [drop_unused] → done                       │
+              → judge → revert_indexes → [drop_unused] → [cloud_sql_resize] → done  │
         → canary_gate → per Cloud Run service (task group, SERVICE_STEPS):          │
               deploy → shift_traffic → monitor → promote_or_rollback                │
               (deploy.steps: deploy → monitor, shifting at each step)               │
               → promote | rollback [→ revert_indexes_after_rollback]                │
+        → [warm_cache, scaling_forecast] (RUN_STEPS after_rollout)                  │
         → report (always runs) ←────────────────────────────────────────────────────┘
 
 A step that raises ``steps.Skip`` ends skipped, its reason kept for the record; ``done`` closes a
@@ -37,7 +38,7 @@ from dbopt import pipeline, steps
 from dbopt.history.leases import Holder
 from dbopt.hooks.database import DbTargetHook
 from dbopt.notify import failure_notifier
-from dbopt.plan import Plan, PlanError, RunPolicy, ServiceRef, TargetSpec
+from dbopt.plan import CloudSqlInstance, Plan, PlanError, RunPolicy, ServiceRef, TargetSpec
 from dbopt.results import Gate
 from dbopt.run_record import SKIPPED_KEY, canary_group_id, step_recorder
 from dbopt.runlock import hold_target, release_run
@@ -102,11 +103,31 @@ def _replay_target(conn_id: str | None, owner: Target) -> Iterator[Target]:
     if not conn_id:
         yield owner
         return
+    with _database(conn_id) as target:
+        yield target
+
+
+@contextmanager
+def _database(conn_id: str) -> Iterator[Target]:
+    """A database by connection id, without the run's hold on it (a replica, the benchmark user)."""
     hook = DbTargetHook(conn_id)
     try:
         yield hook.target
     finally:
         hook.close()
+
+
+@contextmanager
+def _cloud_sql(instance: CloudSqlInstance) -> Iterator[Any]:
+    from dbopt.hooks.cloudsql import CloudSQLHook
+
+    yield CloudSQLHook(instance.conn_id, project=instance.project).client
+
+
+def _redis_url(conn_id: str) -> str:
+    from dbopt.hooks.redis import RedisHook
+
+    return RedisHook(conn_id).url
 
 
 def _run_holder() -> Holder:
@@ -121,7 +142,11 @@ def _run_key(ctx: Any) -> str:
 def _fail_on_problem(result: Any) -> dict[str, Any]:
     """A change that failed, was refused or left something behind fails its task (no retry), its
     result recorded first: the run then ends failed with the reason."""
-    problems = pipeline.run_problems(result.changes())
+    return _fail_with(result, pipeline.run_problems(result.changes()))
+
+
+def _fail_with(result: Any, problems: list[str]) -> dict[str, Any]:
+    """``result`` as the task's return value; with problems, recorded first and the task failed (no retry)."""
     if problems:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -130,16 +155,23 @@ def _fail_on_problem(result: Any) -> dict[str, Any]:
     return result.to_dict()
 
 
-def prometheus_source(conn_id: str, scopes: dict[str, dict[str, str]], window_s: float) -> Any:
-    """A Prometheus source from an Airflow HTTP connection (host, port, schema http/https)."""
+def http_url(conn_id: str) -> str:
+    """The base URL of a Prometheus (HTTP) connection: schema http/https, host, port (default 9090)."""
     from airflow.sdk import BaseHook
 
+    conn = BaseHook.get_connection(conn_id)
+    return f"{conn.schema or 'http'}://{conn.host}:{conn.port or 9090}"
+
+
+def prometheus_source(conn_id: str, scopes: dict[str, dict[str, str]], window_s: float) -> Any:
+    """A Prometheus source from an Airflow HTTP connection (host, port, schema http/https)."""
     from dbopt.metrics.sources import PrometheusSource
 
-    conn = BaseHook.get_connection(conn_id)
-    scheme = conn.schema or "http"
     # about 240 points per window: a 24 h gate does not need 15 s resolution
-    return PrometheusSource(f"{scheme}://{conn.host}:{conn.port or 9090}", scopes, step_s=max(15.0, window_s / 240))
+    return PrometheusSource(http_url(conn_id), scopes, step_s=max(15.0, window_s / 240))
+
+
+CLIENTS = steps.Clients(database=_database, cloud_sql=_cloud_sql, redis_url=_redis_url, http_url=http_url)
 
 
 def _context_plan(plan: Plan) -> tuple[Plan, bool]:
@@ -170,7 +202,7 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
     step's typed result out as a dict. A ``Skip`` becomes a skipped task whose reason the record keeps."""
     if step.after_failures:  # ends skipped (with the reason) when an input did not come
         rule = TriggerRule.ALL_DONE
-    elif step.needs or step.after:
+    elif step.needs or step.after or step.after_rollout:
         rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
     else:
         rule = TriggerRule.ALL_SUCCESS
@@ -193,6 +225,7 @@ def _step_task(plan: Plan, scope: str, spec: TargetSpec | None, step: steps.Step
             # the gate is the run's first hold on its databases: it waits (or not) as the plan says
             open_target=lambda t: opened_target(t.conn_id, p.run if scope == "run" else None),
             item=None if item is None or step.item_type is None else step.item_type.from_dict(item),
+            clients=CLIENTS,
         )
         if scope == "run":
             airflow = get_current_context()
@@ -240,7 +273,9 @@ def _watch(step: steps.Step, spec: TargetSpec) -> tuple[AbstractContextManager[A
 def _checked(step: steps.Step, result: Any) -> dict[str, Any]:
     for line in getattr(result, "log_lines", list)():
         LOG.info(line)
-    return _fail_on_problem(result) if step.changes_db else result.to_dict()
+    if step.changes_db:
+        return _fail_on_problem(result)
+    return _fail_with(result, getattr(result, "problems", list)())
 
 
 def _stored(step: steps.Step, value: Any) -> Any:
@@ -314,6 +349,15 @@ def _cloud_sql_backup(plan: Plan, spec: TargetSpec) -> Any:
 OPERATOR_STEPS = {"cloud_sql_backup": _cloud_sql_backup}
 
 
+def _redis_source(plan: Plan) -> dict[str, Any]:
+    """The cache's Redis as the canary's "redis" source, when a rule reads it (``source: redis``); its
+    URL comes from the connection where the analysis runs (``triggers.canary.resolve_sources``)."""
+    m = plan.monitor
+    if plan.cache is None or not any(r.source == "redis" for r in m.rules):
+        return {}
+    return {"redis": {"kind": "redis", "redis_conn_id": plan.cache.redis_conn_id, "probe_s": min(5.0, m.interval_s)}}
+
+
 def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path, groups: list[str]) -> Any:
     """deploy (old revision pinned) → N% canary → analysis → promote | rollback, for one service; with
     deploy.steps the analysis runs at each traffic step in turn. ``groups``: every service's canary group
@@ -335,7 +379,7 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path, groups: li
         deploy = CloudRunDeployRevisionOperator(
             task_id="deploy", service=service.name, region=service.region, env=d.env, **gcp
         )
-        sources = _canary_sources(plan, service, f"ti.xcom_pull(task_ids='{group}.deploy')")
+        sources = _canary_sources(plan, service, f"ti.xcom_pull(task_ids='{group}.deploy')") | _redis_source(plan)
         analysis = {"plan": m.analysis_plan(), "sources": sources, "database_conn_id": database.conn_id}
         built: dict[str, Any] = {"deploy": deploy}
         if d.steps:  # shifts and analyses step by step in one task (a worker slot for the whole rollout)
@@ -453,7 +497,8 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             ],
         },
     ) as dag:
-        (gate_step,) = steps.declared(steps.RUN_STEPS, plan)
+        run_steps = steps.declared(steps.RUN_STEPS, plan)
+        (gate_step,) = [s for s in run_steps if not s.after_rollout]
         first = [s.name for s in steps.declared(steps.TARGET_STEPS, plan) if not (s.needs or s.after)]
 
         @task.branch
@@ -485,6 +530,7 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
             tg, done = _target_group(plan, spec, reports_dir)
             branch >> tg
             dones.append(done)
+        canary_groups: list[str] = []
         if plan.deploy.enabled:
 
             @task.branch(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -504,6 +550,11 @@ def build_dag(plan: Plan, source: Path, reports_dir: Path) -> DAG:
                     for other in canary_groups:
                         if other != group:
                             dag.get_task(f"{other}.monitor") >> dag.get_task(f"{group}.promote_or_rollback")
+        # after the rollout, whichever way each canary ended (a dry run or a skipped deploy: after the targets)
+        ends = [*dones, *(dag.get_task(f"{g}.{end}") for g in canary_groups for end in ("promote", "rollback"))]
+        for step in run_steps:
+            if step.after_rollout:
+                ends >> _step_task(plan, "run", None, step, reports_dir)({}).operator
         # the report comes last, after every task of the run (a branch may also skip straight to it);
         # a setup (deploy) may only be followed by all_success tasks or its teardown: its failure still
         # reaches the report and the watcher as its downstream's upstream_failed

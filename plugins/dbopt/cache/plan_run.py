@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from dbopt.cache.stats import deltas, hit_ratio, read_stats
 from dbopt.cache.warm import WarmItem, WarmResult, hot_statements, warm
 from dbopt.plan import CacheSpec, Plan, TargetSpec
-from dbopt.targets.base import Statement, Target
+from dbopt.targets.base import Data, Statement, Target
+
+HIT_RATIO_METHOD = "Redis INFO stats: keyspace_hits / (hits + misses) added over the window (server-wide counters)"
 
 
 def cache_spec(plan: Plan) -> CacheSpec:
@@ -56,3 +61,21 @@ def warm_plan(
         safe_functions=plan.benchmark.safe_functions,
         dry_run=dry_run,
     )
+
+
+@dataclass(frozen=True)
+class HitRatio(Data):
+    ratio: float | None  # None: no lookups in the window (0/0 is not a ratio)
+    hits: int
+    misses: int
+    window_s: float  # between the two readings, as measured
+    method: str = HIT_RATIO_METHOD
+
+
+def measure_hit_ratio(client: Any, window_s: float, sleep: Callable[[float], None] = time.sleep) -> HitRatio:
+    """The hit ratio of the next ``window_s`` seconds: two ``INFO stats`` readings that far apart."""
+    before = read_stats(client)
+    sleep(window_s)
+    after = read_stats(client)
+    hits, misses = deltas(before, after)
+    return HitRatio(hit_ratio(before, after), hits, misses, round(after.t - before.t, 3))

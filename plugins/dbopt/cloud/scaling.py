@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from dbopt.cloud.forecast import ForecastSettings, forecast_min_instances, hour_start, parse_forecast
+from dbopt.cloud.forecast import Forecast, ForecastSettings, forecast_min_instances, hour_start, parse_forecast
 from dbopt.targets.base import Data
 
 if TYPE_CHECKING:
@@ -126,24 +126,67 @@ def desired_scaling(rules: ScalingRules, now: datetime) -> dict[tuple[str, str],
     return {rule.key: rule.bounds_at(now) for rule in rules.rules}
 
 
-def forecast_bounds(rule: ServiceRule, now: datetime, history: Mapping[int, float]) -> Bounds | None:
-    """The rule's bounds with min instances from the traffic forecast, or None (no forecast / short history)."""
+def rule_forecast(rule: ServiceRule, now: datetime, history: Mapping[int, float]) -> Forecast | None:
+    """The traffic forecast for the hour starting at or before ``now``; None when the rule has no ``forecast``."""
     if rule.forecast is None:
         return None
-    fixed = rule.bounds_at(now)
-    hour = hour_start(now.timestamp())
     result = forecast_min_instances(
         history,
-        hour,
+        hour_start(now.timestamp()),
         rule.forecast,
         timezone=rule.timezone,
         floor=rule.default.min_instances,
-        ceiling=fixed.max_instances,
+        ceiling=rule.bounds_at(now).max_instances,
     )
     log.info("%s/%s forecast: %s", rule.region, rule.service, result.reason)
-    if result.min_instances is None:
+    return result
+
+
+def forecast_bounds(rule: ServiceRule, now: datetime, history: Mapping[int, float]) -> Bounds | None:
+    """The rule's bounds with min instances from the traffic forecast, or None (no forecast / short history)."""
+    return _with_forecast(rule.bounds_at(now), rule_forecast(rule, now, history))
+
+
+def _with_forecast(fixed: Bounds, forecast: Forecast | None) -> Bounds | None:
+    if forecast is None or forecast.min_instances is None:
         return None
-    return Bounds(result.min_instances, max(fixed.max_instances, result.min_instances))
+    return Bounds(forecast.min_instances, max(fixed.max_instances, forecast.min_instances))
+
+
+@dataclass(frozen=True)
+class NextHour(Data):
+    """What one rule asks for an hour, with its inputs: the fixed window and, where set, the forecast."""
+
+    service: str
+    region: str
+    local_time: str
+    window: str  # the fixed window in force, or "default"
+    fixed: dict[str, int]
+    forecast: dict[str, Any] | None  # dbopt.cloud.forecast.Forecast, None without a forecast block
+    settings: dict[str, Any] | None  # the rule's ForecastSettings
+    history_hours: int  # hours of traffic history read for it
+    chosen: str  # "forecast" or the fixed window's name
+    bounds: dict[str, int]
+
+
+def next_hour(rule: ServiceRule, start: datetime, history: Mapping[int, float]) -> NextHour:
+    """The bounds ``apply_scaling`` would set at ``start`` (the forecast where it has history), and why."""
+    window = rule.window_at(start)
+    name, fixed = (window.name, window.bounds) if window else ("default", rule.default)
+    forecast = rule_forecast(rule, start, history)
+    chosen = _with_forecast(fixed, forecast)
+    return NextHour(
+        rule.service,
+        rule.region,
+        start.astimezone(ZoneInfo(rule.timezone)).strftime("%a %Y-%m-%d %H:%M %Z"),
+        name,
+        fixed._asdict(),
+        forecast.to_dict() if forecast else None,
+        rule.forecast.to_dict() if rule.forecast else None,
+        len(history),
+        "forecast" if chosen else name,
+        (chosen or fixed)._asdict(),
+    )
 
 
 def apply_scaling(

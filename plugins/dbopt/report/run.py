@@ -7,6 +7,7 @@ said to be missing, never filled in. Each figure carries the method that produce
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ RULE_KEYS = ("rule", "description", "query", "verdict", "reason", "value", "limi
 STATEMENT_KEYS = ("rank", "query", "calls", "mean_ms", "total_ms", "rows")
 RESULT_KEYS = ("median_ratio", "ci_low", "ci_high", "p_value", "drift", "reason", "method")
 TOP_STATEMENTS = 10
+TOP_KEYS = 20  # cache keys listed in the report (the record has them all)
 TREND_WEEKS = 8
 
 
@@ -38,8 +40,8 @@ def _arm_method(bench: Any) -> str | None:
     return bench.get("method") if isinstance(bench, Mapping) and bench.get("queries") else None
 
 
-def _comparison_method(judge: Any) -> str | None:
-    comparison = judge.comparison if judge is not None else None
+def _comparison_method(comparison: Any) -> str | None:
+    """How the per-query verdicts of a benchmark comparison were reached."""
     if not isinstance(comparison, Mapping):
         return None
     min_effect, alpha = comparison.get("min_effect"), comparison.get("alpha")
@@ -89,7 +91,7 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
         ],
         "before_method": _arm_method(data.get("bench_before")),
         "after_method": _arm_method(data.get("bench_after")),
-        "comparison_method": _comparison_method(judge),
+        "comparison_method": _comparison_method(judge.comparison if judge else None),
         "decision": judge.decision if judge else None,
         "indexes": [c for c in facts.index_changes(record) if c["target"] == name],
         "recommendations": [
@@ -106,12 +108,56 @@ def _target_view(record: Mapping[str, Any], name: str, data: dict[str, Any]) -> 
         "backup": _pick(backup.to_dict(), ("kind", "path", "verified", "detail")) if backup else None,
         "verify_method": verify.method if verify else None,
         "chart": f"latency-{name}",
+        "resize": _resize_view(r.get("cloud_sql_resize")),
         "refused": [
             {"name": q.get("name"), "reason": q["refused"], "text": (q.get("sql") or [""])[0]}
             for q in (advise.queries if advise else ())
             if q.get("refused")
         ],
     }
+
+
+def _resize_view(resize: Any) -> dict[str, Any] | None:
+    """Cloud SQL downsizing: the decision, its steps, and the primary-vs-replica benchmark per query."""
+    if resize is None:
+        return None
+    bench = resize.benchmark or {}
+    comparison = bench.get("comparison") or {}
+    arms = [{q.get("name"): q.get("summary") for q in (comparison.get(arm) or {}).get("queries") or ()}
+            for arm in ("before", "after")]  # fmt: skip
+    rows = [
+        {"query": q.get("name"), "primary": arms[0].get(q.get("name")), "replica": arms[1].get(q.get("name")),
+         "result": _pick(q.get("result"), RESULT_KEYS), "verdict": (q.get("result") or {}).get("verdict")}
+        for q in comparison.get("queries") or ()
+    ]  # fmt: skip
+    return resize.to_dict() | {
+        "rows": rows,
+        "holds": bench.get("holds"),
+        "bench_reason": bench.get("reason"),
+        "method": _comparison_method(comparison),
+        "arm_method": (comparison.get("before") or {}).get("method"),
+    }
+
+
+def _run_section(record: Mapping[str, Any], name: str, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any] | None:
+    """A run step's report section: None when the plan does not declare it, else its view, or why it is missing."""
+    tasks = record.get("tasks") if isinstance(record.get("tasks"), Mapping) else {}
+    if name not in tasks:
+        return None
+    result = steps.step("run", name).load(tasks.get(name))
+    if result is None:
+        skipped = tasks.get("skipped") if isinstance(tasks.get("skipped"), Mapping) else {}
+        return {"missing": skipped.get(name) or "no result (failed, or not reached: NO-GO or an earlier failure)"}
+    return view(result)
+
+
+def _cache_view(result: Any) -> dict[str, Any]:
+    data = result.to_dict()
+    return data | {"keys": data["keys"][:TOP_KEYS], "keys_total": len(data["keys"])}
+
+
+def _scaling_view(result: Any) -> dict[str, Any]:
+    return result.to_dict() | {"hour": datetime.fromtimestamp(result.hour_start, UTC).isoformat(timespec="minutes")}
 
 
 def _canaries(record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -231,6 +277,8 @@ def run_view(record: Mapping[str, Any]) -> dict[str, Any]:
         "figures": [_pick(f, FIGURE_KEYS) for f in facts.gate_figures(record)],
         "targets": targets,
         "canaries": _canaries(record),
+        "cache": _run_section(record, "warm_cache", _cache_view),
+        "scaling": _run_section(record, "scaling_forecast", _scaling_view),
         "notes": _notes(record, gate, targets),
         "workload": facts.workload_latency(record),
         "trend_chart": "trend",

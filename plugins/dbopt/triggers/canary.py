@@ -65,7 +65,7 @@ class CanaryAnalysisTrigger(BaseTrigger):
 def resolve_sources(sources: dict[str, dict[str, Any]], database_conn_id: str | None) -> dict[str, dict[str, Any]]:
     """Source configs with their connections resolved where the analysis runs: a ``cloud_monitoring``
     source's ``gcp_conn_id`` becomes that connection's credentials (key_path, keyfile_dict, impersonation …),
-    and ``database_conn_id`` the "database" source's URL."""
+    a ``redis`` source's ``redis_conn_id`` its URL, and ``database_conn_id`` the "database" source's URL."""
     configs = dict(sources)
     for name, config in configs.items():
         if config.get("kind") == "cloud_monitoring" and "gcp_conn_id" in config:
@@ -73,6 +73,11 @@ def resolve_sources(sources: dict[str, dict[str, Any]], database_conn_id: str | 
 
             extra = GcpBaseHook.get_connection(config["gcp_conn_id"]).extra_dejson
             configs[name] = {**{k: v for k, v in config.items() if k != "gcp_conn_id"}, "credentials": extra}
+        if config.get("kind") == "redis" and "redis_conn_id" in config:
+            from dbopt.hooks.redis import RedisHook
+
+            url = RedisHook(config["redis_conn_id"]).url
+            configs[name] = {**{k: v for k, v in config.items() if k != "redis_conn_id"}, "url": url}
     if database_conn_id:
         from dbopt.hooks.database import DbTargetHook
 
