@@ -22,7 +22,15 @@ from typing import Any
 # Run as a script (`python bench/run.py`): make the repository root importable for `bench.*`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.engines import ENGINES, ROOT, Engine, drop_secondary_indexes, refresh_index_sizes, secondary_indexes
+from bench.engines import (
+    ENGINES,
+    ROOT,
+    Engine,
+    drop_secondary_indexes,
+    innodb_buffer_pool,
+    refresh_index_sizes,
+    secondary_indexes,
+)
 from bench.keys import build_hand_set, key_led, run_key_updates
 from bench.nogain import TRAP_QUERY, run_forced_index
 from bench.qualstats import apply_qualstats, qualstats_advice
@@ -217,6 +225,14 @@ def per_query(timings: dict[str, WorkloadTiming], reads: ReadSet, versus: tuple[
 
 def bench_engine(engine: Engine, args: argparse.Namespace) -> dict[str, Any]:
     """Load, advise, then time none / dbopt (/ pg_qualstats) interleaved; PostgreSQL adds the no-gain check."""
+    if engine.dialect != "mysql":
+        return _bench_engine(engine, args)
+    with innodb_buffer_pool(args.buffer_pool_mb) as mb:
+        say(f"InnoDB buffer pool: {mb} MB while the benchmark runs (--buffer-pool-mb)")
+        return _bench_engine(engine, args) | {"innodb_buffer_pool_mb": mb}
+
+
+def _bench_engine(engine: Engine, args: argparse.Namespace) -> dict[str, Any]:
     url, out = load(engine, args)
     with open_target(url) as target:
         plan, out["dbopt"] = dbopt_advice(target)
@@ -398,6 +414,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=float, default=1.0, help="demo data scale (1.0 = 1M rows per big table)")
     p.add_argument("--only", choices=sorted(ENGINES), action="append", help="run only this engine (repeatable)")
+    p.add_argument("--buffer-pool-mb", type=int, default=2048, help="MariaDB's InnoDB buffer pool during the run")
     p.add_argument("--rounds", type=int, default=7, help="measurement rounds per configuration (median reported)")
     p.add_argument("--variants", type=int, default=5, help="concrete value sets per query, each run once a round")
     p.add_argument("--inserts", type=int, default=100, help="INSERTs per written table for the insert latency")
