@@ -9,6 +9,8 @@ query it serves got measurably faster.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from dbopt.cli import apply
@@ -30,8 +32,12 @@ def forced_index_plan(dialect: str, variants: list[str], iterations: int) -> Pla
 
 
 def run_forced_index(target: Target, variants: list[str], iterations: int = 100) -> dict[str, Any]:
-    """``dbopt apply`` of the forced-index plan; its summary (advice, build, verdicts, reverts)."""
+    """``dbopt apply`` of the forced-index plan: what it built, its decision, what it reverted."""
     plan = forced_index_plan(target.dialect, variants, iterations)
-    summary = apply(plan, target, dry_run=False)
+    with tempfile.TemporaryDirectory() as reports:  # the backup apply takes before a build
+        record = apply(plan, plan.targets[0], target, dry_run=False, reports_dir=Path(reports))
+    (steps,) = record["targets"].values()
     left = [ix.name for ix in target.indexes([TRAP_TABLE]) if TRAP_COLUMN in ix.columns]
-    return {**summary, "index_left_after_run": left}
+    reverted = (steps.get("revert_indexes") or {}).get("indexes", [])
+    return {"created": steps["create_index"] or [], "decision": steps["judge"], "reverted": reverted,
+            "index_left_after_run": left}  # fmt: skip
