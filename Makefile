@@ -33,7 +33,7 @@ demo: airflow-db
 # Airflow's real components on this machine (api-server on 127.0.0.1, scheduler, dag-processor,
 # triggerer), PostgreSQL metadata database when one answers, plus the Cloud Run stand-in, its local data
 # plane and Prometheus (README "See a canary work locally"); prints the URLs and the login.
-up: venv
+up: venv services
 	$(BIN)/python -m dbopt.stack up
 
 down:
