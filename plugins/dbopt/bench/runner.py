@@ -61,8 +61,9 @@ WARMUP_TOLERANCE = 0.10
 WARMUP_CAP = 60
 NEAR_LATENCY = 3.0  # controls this close in median latency estimate a query's between-phase shift
 DRIFT_RULE = (
-    "the effect must exceed the A/A drift too (the before arm's first half of samples against its second; "
-    "between separate phases also the after arm's and the median change of the queries the change does not serve)"
+    "the effect must clear the A/A drift by min_effect (the drift: the before arm's first half of samples against "
+    "its second; between separate phases also the after arm's, the median change of the queries the change does "
+    f"not serve, and the median shift in ms of those within ×{NEAR_LATENCY:g} of the query's latency)"
 )
 Design = Literal["before_after", "ab_interleaved", "aa"]
 
