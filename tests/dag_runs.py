@@ -66,9 +66,27 @@ def dbopt_indexes(url: str) -> dict[str, bool]:
         return {ix.name: ix.valid for ix in target.indexes() if ix.name.startswith("dbopt_")}
 
 
-def canary_plan(plan_id: str, project: str, services: list[tuple[str, str]], deploy_extra: str = "") -> str:
-    """A plan whose canary reads an error-ratio rule from the Prometheus connection ``{plan_id}_prom``
-    (see ``canary_connections``); ``deploy_extra``: more deploy fields, one YAML line each."""
+CANARY_MONITOR = """\
+  duration_s: 8
+  interval_s: 0.5
+  required_passes: 2
+  metrics_conn_id: {plan_id}_prom
+  rules:
+    - {{metric: error_ratio, op: ">", threshold: 0.05, scope: canary, window_s: 60, min_requests: 10}}"""
+
+
+def canary_plan(
+    plan_id: str,
+    project: str,
+    services: list[tuple[str, str]],
+    deploy_extra: str = "",
+    *,
+    pool_size: str = "15",
+    monitor: str = CANARY_MONITOR,
+) -> str:
+    """A plan whose canary deploys ``DB_POOL_SIZE=pool_size`` and reads an error-ratio rule from the
+    Prometheus connection ``{plan_id}_prom`` (see ``canary_connections``); ``deploy_extra``: more deploy
+    fields, one YAML line each; ``monitor``: the monitor section's lines (``{plan_id}`` filled in)."""
     listed = ", ".join(f"{{name: {name}, region: {region}}}" for name, region in services)
     extra = "".join(f"\n  {line}" for line in deploy_extra.splitlines())
     return f"""
@@ -79,14 +97,9 @@ deploy:
   enabled: true
   project: {project}
   services: [{listed}]
-  env: {{DB_POOL_SIZE: "15"}}{extra}
+  env: {{DB_POOL_SIZE: "{pool_size}"}}{extra}
 monitor:
-  duration_s: 8
-  interval_s: 0.5
-  required_passes: 2
-  metrics_conn_id: {plan_id}_prom
-  rules:
-    - {{metric: error_ratio, op: ">", threshold: 0.05, scope: canary, window_s: 60, min_requests: 10}}
+{monitor.format(plan_id=plan_id)}
 """
 
 

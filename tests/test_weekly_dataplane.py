@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dbopt.cloud.standin import StandIn
-from tests.dag_runs import run_plan, states
+from tests.dag_runs import canary_plan, run_plan, states
 from tests.metrics_fixtures import ROOT, prometheus
 
 pytestmark = pytest.mark.airflow
@@ -81,18 +81,7 @@ def plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plane]:
             print((tmp_path / "dataplane.log").read_text()[-3000:])
 
 
-def canary_plan(plan_id: str, pool_size: str) -> str:
-    return f"""
-id: {plan_id}
-targets: [{{name: db, conn_id: {plan_id}_db, dialect: postgres}}]
-health_gate: {{on_missing: ignore}}
-deploy:
-  enabled: true
-  project: {PROJECT}
-  services: [{{name: {SERVICE}, region: {REGION}}}]
-  env: {{DB_POOL_SIZE: "{pool_size}"}}
-  canary_percent: 20
-monitor:
+MONITOR = """\
   duration_s: 45
   interval_s: 2
   required_passes: 3
@@ -100,13 +89,14 @@ monitor:
   metrics_conn_id: t_plane_prom
   rules:
     - {{metric: error_ratio, op: ">", threshold: 0.05, scope: canary, window_s: 10, min_requests: 5}}
-    - {{metric: pool_timeouts, op: ">", threshold: 0, scope: canary, window_s: 10}}
-"""
+    - {{metric: pool_timeouts, op: ">", threshold: 0, scope: canary, window_s: 10}}"""
 
 
 def _run(plane: Plane, plan_id: str, pool_size: str, pg_url: str, tmp_path: Path, monkeypatch) -> tuple:
     started = time.monotonic()
-    run, record = run_plan(canary_plan(plan_id, pool_size), pg_url, tmp_path, monkeypatch)
+    services = [(SERVICE, REGION)]
+    text = canary_plan(plan_id, PROJECT, services, "canary_percent: 20", pool_size=pool_size, monitor=MONITOR)
+    run, record = run_plan(text, pg_url, tmp_path, monkeypatch)
     wall = time.monotonic() - started
     monitor = record["canaries"][f"{SERVICE}/{REGION}"]["monitor"]
     deploy = record["canaries"][f"{SERVICE}/{REGION}"]["deploy"]
