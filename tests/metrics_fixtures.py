@@ -105,9 +105,12 @@ def start_demo(database_url: str, revision: str, pool_size: int, pool_timeout_s:
 
 
 @contextmanager
-def prometheus(targets: Sequence[str] = (), config: Path | None = None) -> Iterator[str]:
+def prometheus(
+    targets: Sequence[str] = (), config: Path | None = None, data: Path | None = None, retention: str = "1d"
+) -> Iterator[str]:
     """A Prometheus on a free loopback port scraping ``targets`` (host:port) every second, or run with
-    ``config`` (e.g. the data plane's file_sd config); yields its URL."""
+    ``config`` (e.g. the data plane's file_sd config); ``data``: an existing TSDB (e.g. backfilled with
+    promtool; ``retention`` must cover it); yields its URL."""
     if not Path(PROMETHEUS).exists():
         pytest.fail("prometheus is not installed: apt-get install -y --no-install-recommends prometheus")
     work = Path(tempfile.mkdtemp(prefix="dbopt-prom-"))
@@ -121,7 +124,8 @@ def prometheus(targets: Sequence[str] = (), config: Path | None = None) -> Itera
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (work / "prometheus.log").open("w")
-    proc = subprocess.Popen(prometheus_command(config, port, work / "data"), stdout=log, stderr=subprocess.STDOUT)
+    command = prometheus_command(config, port, data or work / "data", retention=retention)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_until(lambda: requests.get(f"{url}/-/ready", timeout=1).ok, 30, "Prometheus ready", work)
         expected = len(targets)

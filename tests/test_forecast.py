@@ -13,7 +13,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import requests
 
 from dbopt.cloud.cloudrun import CloudRun
 from dbopt.cloud.forecast import (
@@ -28,7 +27,7 @@ from dbopt.cloud.forecast_history import fetch_history
 from dbopt.cloud.gcp import GcpSettings
 from dbopt.cloud.scaling import ScalingRulesError, apply_scaling, parse_rules
 from dbopt.cloud.standin import StandIn
-from tests.metrics_fixtures import free_port
+from tests.metrics_fixtures import prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
 CHICAGO = "America/Chicago"
@@ -193,25 +192,8 @@ def backfilled_prometheus(tmp_path: Path) -> Iterator[tuple[str, float]]:
     subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(tmp_path / "trace.om"), str(data)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip
     (tmp_path / "prometheus.yml").write_text("global: {scrape_interval: 1h}\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--web.listen-address=127.0.0.1:{port}",
-         f"--storage.tsdb.path={data}", "--storage.tsdb.retention.time=60d", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(60):
-            try:
-                if requests.get(f"{url}/-/ready", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
+    with prometheus(config=tmp_path / "prometheus.yml", data=data, retention="60d") as url:
         yield url, end
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def test_history_from_a_real_prometheus_drives_the_forecast(backfilled_prometheus: tuple[str, float]) -> None:

@@ -331,14 +331,16 @@ def prometheus_config(targets: Path, scrape_s: float) -> str:
     )
 
 
-def prometheus_command(config: Path, port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
-    """Prometheus on ``host:port`` with this config and a 1-day TSDB."""
+def prometheus_command(
+    config: Path, port: int, data_dir: Path, host: str = "127.0.0.1", retention: str = "1d"
+) -> list[str]:
+    """Prometheus on ``host:port`` with this config and a TSDB kept for ``retention``."""
     return [
         PROMETHEUS,
         f"--config.file={config}",
         f"--web.listen-address={host}:{port}",
         f"--storage.tsdb.path={data_dir}",
-        "--storage.tsdb.retention.time=1d",
+        f"--storage.tsdb.retention.time={retention}",
         "--log.level=warn",
     ]
 
