@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from dbopt.bench import (
     ab_interleaved,
     check_plan_targets,
     compare,
+    interleave_targets,
     measure,
     summarize,
 )
@@ -171,6 +173,26 @@ def test_ab_interleaved_runs_abba_and_leaves_the_change_off(sqlite_target):
     assert result.design == "ab_interleaved" and result.verdict == "keep", result.reason
     assert result.before.query("by_customer").samples_total == 24
     assert "ABBA" in result.before.method
+
+
+def test_two_databases_are_interleaved_abba(sqlite_target, tmp_path):
+    """A primary and its replica: blocks alternate A B | B A | A B, so a machine that slows down later in
+    the run slows both arms, not whichever was measured second."""
+    sqlite_target.execute(f"VACUUM INTO '{tmp_path / 'replica.db'}'")
+    with open_target(f"sqlite:///{tmp_path / 'replica.db'}") as replica:
+        replica.execute("CREATE INDEX ix_orders_customer ON orders (customer_id)")
+        ran: list[str] = []
+        for name, target in (("A", sqlite_target), ("B", replica)):
+            timed = target.timed
+            target.timed = lambda sql, _n=name, _t=timed: ran.append(_n) or _t(sql)  # type: ignore[method-assign]
+
+        before, after = interleave_targets(sqlite_target, replica, [BY_CUSTOMER], rounds=3, iterations=4, warmup=1)
+
+    blocks = [arm for arm, _ in itertools.groupby(ran)]
+    assert blocks == ["A", "B", "A", "B", "A", "B"]  # warm-ups A, B; then AB, BA (one B block), AB
+    assert before.query("by_customer").samples_total == after.query("by_customer").samples_total == 12
+    result = compare(before, after, design="ab_interleaved")
+    assert result.verdict == "keep" and "ABBA" in after.method, result.reason
 
 
 @pytest.mark.parametrize(

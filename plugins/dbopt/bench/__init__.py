@@ -12,6 +12,7 @@ from dbopt.bench.runner import (
     QueryResult,
     ab_interleaved,
     compare,
+    interleave_targets,
     measure,
 )
 from dbopt.bench.stats import SampleComparison, Summary, compare_samples, percentile, summarize
@@ -31,6 +32,7 @@ __all__ = [
     "check_plan_targets",
     "compare",
     "compare_samples",
+    "interleave_targets",
     "measure",
     "percentile",
     "summarize",

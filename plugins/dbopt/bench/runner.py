@@ -9,6 +9,7 @@ Three designs:
     (MariaDB IGNORED, MySQL INVISIBLE, SQLite ``INDEXED BY``/``NOT INDEXED`` in the measured
     statement). Both arms run in ABBA order inside one session, so drift (cache warm-up, a
     neighbour's load) hits both arms alike instead of looking like an effect.
+    ``interleave_targets``: the same ABBA order between two databases (a primary and its replica).
   * ``compare(..., aa=True)``: both arms measured the same configuration (a dry run builds nothing).
     Any difference found is drift, never an effect: the verdicts say "drift", the decision "revert".
 
@@ -466,9 +467,38 @@ def interleave(
     _check_plan(queries, iterations, warmup, rounds)
     if before_queries is not None and [q.name for q in before_queries] != [q.name for q in queries]:
         raise ValueError("before_queries must be the same queries (same names, same order) as queries")
+    arms = {False: _Arm(target, before_queries or queries), True: _Arm(target, queries)}
+    return _abba(arms, toggle, rounds, iterations, warmup, seed, warmup_cap)
+
+
+def interleave_targets(
+    before_target: Target,
+    after_target: Target,
+    queries: Sequence[BenchQuery],
+    rounds: int = 10,
+    iterations: int = 5,
+    warmup: int = 2,
+    seed: int = 0,
+    warmup_cap: int = WARMUP_CAP,
+) -> tuple[BenchResult, BenchResult]:
+    """Both arms of an A/B test between two databases (A = ``before_target``), ABBA-interleaved as
+    ``interleave``: a machine that gets busier half-way slows both arms alike instead of the second."""
+    _check_plan(queries, iterations, warmup, rounds)
+    arms = {False: _Arm(before_target, queries), True: _Arm(after_target, queries)}
+    return _abba(arms, lambda on: None, rounds, iterations, warmup, seed, warmup_cap)
+
+
+def _abba(
+    arms: dict[bool, _Arm],
+    toggle: Callable[[bool], None],
+    rounds: int,
+    iterations: int,
+    warmup: int,
+    seed: int,
+    warmup_cap: int,
+) -> tuple[BenchResult, BenchResult]:
     rng = random.Random(seed)
     cap = max(warmup, warmup_cap)
-    arms = {False: _Arm(target, before_queries or queries), True: _Arm(target, queries)}
     state: bool | None = None
 
     def switch(on: bool) -> None:

@@ -7,7 +7,7 @@ smaller machine copes), dbopt:
    ``masterInstanceName``) and waits until it is RUNNABLE (``ready_timeout_s``); a replica that fails
    is deleted again and nothing else changes;
 2. benchmarks it against the primary with the index benchmark's statistics (``dbopt.bench``: the same
-   queries, interleaved-free before/after design, bootstrap CI of the median ratio per query) and the
+   queries, primary and replica ABBA-interleaved, bootstrap CI of the median ratio per query) and the
    plan's latency targets; it *holds* when no query is significantly slower and every target is met;
 3. only then promotes it (``promoteReplica``): it becomes the primary the application is switched to,
    and the old instance stays as a standby, labelled ``dbopt-standby-until=<unix seconds>``;
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from dbopt.bench import BenchQuery, check_plan_targets, compare, measure
+from dbopt.bench import BenchQuery, check_plan_targets, compare, interleave_targets
 from dbopt.cache.warm import hot_statements
 from dbopt.cloud.cloudsql import CloudSQL
 from dbopt.cloud.gcp import CloudError
@@ -95,10 +95,10 @@ def bench_replica(
     alpha: float = 0.01,
     targets: dict[str, float] | None = None,
 ) -> ReplicaBench:
-    """Same queries on both, same statistics as the index benchmark; holds = nothing slower, targets met."""
-    before = measure(primary, queries, iterations=iterations, warmup=warmup, rounds=rounds)
-    after = measure(replica, queries, iterations=iterations, warmup=warmup, rounds=rounds)
-    comparison = compare(before, after, min_effect=min_effect, alpha=alpha)
+    """Same queries on both, ABBA-interleaved, same statistics as the index benchmark; holds = nothing
+    slower, targets met."""
+    before, after = interleave_targets(primary, replica, queries, rounds=rounds, iterations=iterations, warmup=warmup)
+    comparison = compare(before, after, min_effect=min_effect, alpha=alpha, design="ab_interleaved")
     slower = [q.name for q in comparison.queries if q.verdict == "regressed"]
     report = check_plan_targets(after, targets) if targets else None
     missed = (
