@@ -16,7 +16,7 @@ from dbopt.history.migrations import MIGRATIONS, Migration, current_version, upg
 from dbopt.history.store import make_engine
 from dbopt.results import Workload
 from dbopt.targets.base import Statement
-from tests.run_records import no_go_record
+from tests.run_records import measured_record, no_go_record
 
 DAG, RUN = "dbopt_orders", "scheduled__2026-11-23T00:00:00+00:00"
 T0 = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
@@ -67,6 +67,41 @@ def test_a_later_migration_runs_once_on_an_existing_database(history_url):
             HistoryStore(history_url)
     finally:
         engine.dispose()
+
+
+def _with_unused_drop(record: dict, run_id: str) -> dict:
+    """The record with a ``drop_unused`` drop of an existing index beside its revert of a dbopt index."""
+    (revert,) = record["targets"]["shop"]["revert_indexes"]["indexes"]
+    unused = revert | {"index": "ix_orders_legacy", "statement": 'DROP INDEX "ix_orders_legacy"', "reason": "unused"}
+    shop = record["targets"]["shop"] | {"drop_unused": {"indexes": [unused], "reason": ""}}
+    return record | {"run_id": run_id, "targets": {"shop": shop}}
+
+
+def test_index_changes_name_their_step_and_rows_from_schema_2_stay_reverts(history_url, tmp_path):
+    """A drop of an unused index is not a revert of the run's own index. Schema 3 records each change's
+    step; rows an older dbopt wrote (schema 2, no step) keep the count they had: every drop a revert.
+    Schema 2 on PostgreSQL also could not hold a canary's decision line (varchar(16)); schema 3 can."""
+    record = measured_record(tmp_path)
+    engine = make_engine(history_url)
+    try:
+        with HistoryStore(history_url) as store:  # a run schema 2 could hold: no canary
+            store.record_run(_with_unused_drop(record, "manual__old") | {"canaries": {}})
+        with engine.begin() as conn:  # the schema as version 2 left it, with that run in it
+            conn.execute(text("ALTER TABLE dbopt_index_changes DROP COLUMN step"))
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("ALTER TABLE dbopt_runs ALTER COLUMN canary_decision TYPE VARCHAR(16)"))
+                conn.execute(text("ALTER TABLE dbopt_health ALTER COLUMN rule TYPE VARCHAR(200)"))
+            conn.execute(text("UPDATE dbopt_schema_version SET version = 2"))
+        with HistoryStore(history_url) as store:  # upgrades to 3
+            store.record_run(_with_unused_drop(record, "manual__new"))
+            runs = {r["run_id"]: r for r in store.runs(T0 - timedelta(days=3650))}
+        with engine.connect() as conn:
+            assert current_version(conn) == 3
+    finally:
+        engine.dispose()
+    counts = {k: (r["indexes_reverted"], r["indexes_dropped_unused"]) for k, r in runs.items()}
+    assert counts == {"manual__old": (2, 0), "manual__new": (1, 1)}
+    assert runs["manual__new"]["canary_decision"] == "api/us-central1: promote"
 
 
 def test_crash_between_steps_then_retry_loses_and_duplicates_nothing(store):

@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from dbopt.demo_data import generate, replay
-from dbopt.history import facts
+from dbopt.history import HistoryStore, facts
 from dbopt.targets import open_target
 from tests.dag_runs import connection_env, dbopt_indexes, plan_yaml, run_plan, states
 
@@ -200,10 +201,16 @@ def test_allowed_drops_remove_only_redundant_indexes(sqlite_demo, tmp_path, monk
     dropped = record["targets"]["db"]["drop_unused"]["indexes"]
     assert [(d["index"], d["status"]) for d in dropped if d["index"].startswith("ix_")] == [("ix_company", "dropped")]
     # the drop is an index change of the run: in the record's facts, the history and the report
-    changes = [(c["step"], c["index"], c["done"]) for c in facts.index_changes(record)]
-    assert ("drop_unused", "ix_company", True) in changes
+    changes = {c["index"]: (c["step"], c["done"], c["decision"]) for c in facts.index_changes(record)}
+    assert changes["ix_company"] == ("drop_unused", True, "unused")
+    reverts = [i for i, (step, done, _) in changes.items() if step == "revert_indexes" and done]
+    with HistoryStore(f"sqlite:///{tmp_path / 'history.db'}") as history:
+        history.record_run(record)
+        (run_row,) = history.runs(datetime(2000, 1, 1, tzinfo=UTC))
+    # a drop of an unused index is not a revert of a change this run made
+    assert (run_row["indexes_dropped_unused"], run_row["indexes_reverted"]) == (1, len(reverts)), run_row
     report = (next((tmp_path / "reports" / "t_drops").glob("*/report.md"))).read_text()
-    assert "ix_company" in report
+    assert "| drop | ix_company | dropped | — | unused |" in report
     with open_target(sqlite_demo) as target:
         names = {ix.name for ix in target.indexes(["worklogs"])}
     assert "ix_company_author" in names and "ix_company" not in names

@@ -16,6 +16,8 @@ from dbopt import steps
 from dbopt.results import Advice, Bench, Gate, Judgement, Verification, Workload
 
 Record = Mapping[str, Any]
+# The one step that drops indexes the run did not build; every other drop takes back this run's own.
+UNUSED_DROP_STEP = "drop_unused"
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -108,7 +110,9 @@ def _sizes(r: Mapping[str, Any]) -> dict[str, int]:
 def index_changes(record: Record) -> list[dict[str, Any]]:
     """Every index build and drop of the run — every step that changes the database, canary reverts
     included — with its DDL, measured size, keep/revert and reason. ``done``: it happened (a dry
-    run, a refusal or a failure did not); ``kept`` is judged only for a build that happened."""
+    run, a refusal or a failure did not); ``kept`` is judged only for a build that happened.
+    ``decision``: keep | revert for a judged build, revert for a drop that takes back this run's
+    index, unused for a ``drop_unused`` drop (an existing index), None when nothing was decided."""
     rows = []
     for name, data in targets(record):
         r = results(data)
@@ -119,21 +123,29 @@ def index_changes(record: Record) -> list[dict[str, Any]]:
             verdict = judgement.verdict(c.index) if judgement and c.action == "create" else None
             kept = (verdict.keep if verdict else None) if c.action == "create" else False
             rows.append(
-                _change_row(name, step, c)
+                _change_row(name, step, c, kept)
                 | {
                     "statement": c.statement or (advice.ddl.get(c.index) if advice else None),
                     "size_bytes": sizes.get(c.index) if c.action == "create" else None,
-                    "kept": kept if c.done else None,
                     "reason": (verdict.reason if verdict else None) or c.reason,
                 }
             )
     for _, data in canaries(record):
         for step, c in steps.index_changes(steps.SERVICE_STEPS, results(data)):
-            rows.append(_change_row(c.target, step, c) | {"kept": False if c.done else None, "reason": c.reason})
+            rows.append(_change_row(c.target, step, c, False) | {"reason": c.reason})
     return rows
 
 
-def _change_row(target: str, step: steps.Step, c: Any) -> dict[str, Any]:
+def _decision(step: steps.Step, action: str, kept: bool | None) -> str | None:
+    if kept is None:
+        return None
+    if action == "drop":
+        return "unused" if step.name == UNUSED_DROP_STEP else "revert"
+    return "keep" if kept else "revert"
+
+
+def _change_row(target: str, step: steps.Step, c: Any, kept: bool | None) -> dict[str, Any]:
+    kept = kept if c.done else None
     return {
         "target": target,
         "step": step.name,
@@ -147,6 +159,8 @@ def _change_row(target: str, step: steps.Step, c: Any) -> dict[str, Any]:
         "duration_ms": c.duration_ms,
         "attempts": c.attempts,
         "error": c.error,
+        "kept": kept,
+        "decision": _decision(step, c.action, kept),
     }
 
 
@@ -255,7 +269,7 @@ def outcome(record: Record) -> str:
         word = "kept"
     elif any(c["done"] for c in builds):
         word = "reverted"
-    elif any(c["done"] and c["step"] == "drop_unused" for c in changes):
+    elif any(c["done"] and c["step"] == UNUSED_DROP_STEP for c in changes):
         word = "dropped"
     elif any(d.get("judge") or d.get("advise") is not None for _, d in targets(record)):
         word = "no_change"

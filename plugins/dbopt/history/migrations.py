@@ -44,9 +44,22 @@ def _run_leases(conn: Connection) -> None:
     IndexBuild.__table__.create(conn)  # type: ignore[attr-defined]
 
 
+def _index_change_step(conn: Connection) -> None:
+    # Older rows keep NULL: the record they came from is not at hand, and they were all counted as reverts.
+    conn.execute(text("ALTER TABLE dbopt_index_changes ADD COLUMN step VARCHAR(40)"))
+    if conn.dialect.name == "postgresql":  # SQLite never enforced the lengths these columns outgrew
+        conn.execute(text("ALTER TABLE dbopt_runs ALTER COLUMN canary_decision TYPE TEXT"))
+        conn.execute(text("ALTER TABLE dbopt_health ALTER COLUMN rule TYPE TEXT"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial history schema", _baseline),
     Migration(2, "run leases and index builds: one run per database, ownership", _run_leases),
+    Migration(
+        3,
+        "index changes name their step (a revert is not a drop_unused drop); canary decisions and rule names as text",
+        _index_change_step,
+    ),
 )
 
 

@@ -68,7 +68,7 @@ class Run(Base):
     outcome: Mapped[str] = mapped_column(String(40))
     gate_decision: Mapped[str | None] = mapped_column(String(8))
     gate_reason: Mapped[str | None] = mapped_column(Text)
-    canary_decision: Mapped[str | None] = mapped_column(String(16))
+    canary_decision: Mapped[str | None] = mapped_column(Text)  # "<service>/<region>: <decision>" per service
     canary_reason: Mapped[str | None] = mapped_column(Text)
     dry_run: Mapped[bool] = mapped_column(default=False)
     record: Mapped[dict[str, Any]] = mapped_column(Payload)
@@ -151,6 +151,9 @@ class IndexChange(_RunFact, Base):
     __tablename__ = "dbopt_index_changes"
 
     action: Mapped[str] = mapped_column(String(10))  # create | drop
+    # the declared step (dbopt.steps) that made the change: tells a revert from a drop_unused drop;
+    # NULL on rows recorded before schema version 3
+    step: Mapped[str | None] = mapped_column(String(40))
     table_name: Mapped[str | None] = mapped_column(String(200))
     index_name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str | None] = mapped_column(String(20))
@@ -167,7 +170,7 @@ class HealthFigure(_RunFact, Base):
 
     __tablename__ = "dbopt_health"
 
-    rule: Mapped[str] = mapped_column(String(200))
+    rule: Mapped[str] = mapped_column(Text)  # the plan's rule name: free text
     metric: Mapped[str | None] = mapped_column(String(64))
     op: Mapped[str | None] = mapped_column(String(4))
     threshold: Mapped[float | None] = mapped_column(Float)

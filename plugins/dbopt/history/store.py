@@ -317,7 +317,8 @@ class HistoryStore:
     def trend(self, plan_id: str, weeks: int = 8, *, until: datetime | None = None) -> list[dict[str, Any]]:
         """Per ISO week (oldest first, empty weeks included) over the ``weeks`` weeks up to ``until``:
         runs, the workload's calls-weighted mean latency (Σ total_ms / Σ calls of the extracted
-        statements), the median of the benchmark medians before and after, indexes kept/reverted."""
+        statements), the median of the benchmark medians before and after, indexes kept, reverted and
+        dropped as unused."""
         if weeks < 1:
             raise HistoryError(f"trend: weeks must be ≥ 1, got {weeks}")
         end = as_utc(until, "until") or datetime.now(UTC)
@@ -333,6 +334,7 @@ class HistoryStore:
             week["no_go"] += run["gate_decision"] == "NO-GO"
             week["indexes_kept"] += run["indexes_kept"]
             week["indexes_reverted"] += run["indexes_reverted"]
+            week["indexes_dropped_unused"] += run["indexes_dropped_unused"]
             week["_calls"] += run["workload_calls"]
             week["_total_ms"] += run["workload_total_ms"]
             week["_before"] += run["bench_before_medians"]
@@ -391,6 +393,7 @@ def _record_facts(conn: Connection, run_pk: int, record: dict[str, Any]) -> None
             "run_pk": run_pk,
             "target": c["target"],
             "action": c["action"],
+            "step": c["step"],
             "table_name": c["table"],
             "index_name": c["index"],
             "status": c["status"],
@@ -435,20 +438,25 @@ def _run_summary(conn: Connection, run_pk: int) -> dict[str, Any]:
     )
     calls, total = conn.execute(sums.where(WorkloadStatement.run_pk == run_pk)).one()
     changes = conn.execute(
-        select(IndexChange.action, IndexChange.kept, IndexChange.status).where(IndexChange.run_pk == run_pk)
+        select(IndexChange.action, IndexChange.kept, IndexChange.status, IndexChange.step).where(
+            IndexChange.run_pk == run_pk
+        )
     ).all()
     bench = conn.execute(
         select(BenchFigure.before_median_ms, BenchFigure.after_median_ms).where(BenchFigure.run_pk == run_pk)
     ).all()
     # only what happened counts: a dry run's or a refused build's row says what would have been done
     created = [c for c in changes if c.action == "create" and c.status in DONE]
+    dropped = [c for c in changes if c.action == "drop" and c.status == "dropped"]
+    unused = [c for c in dropped if c.step == facts.UNUSED_DROP_STEP]
     return {
         "workload_calls": int(calls),
         "workload_total_ms": float(total),
         "workload_mean_ms": float(total) / int(calls) if calls else None,
         "indexes_created": len(created),
         "indexes_kept": sum(bool(c.kept) for c in created),
-        "indexes_reverted": sum(c.action == "drop" and c.status == "dropped" for c in changes),
+        "indexes_reverted": len(dropped) - len(unused),
+        "indexes_dropped_unused": len(unused),
         "bench_before_medians": [b.before_median_ms for b in bench if b.before_median_ms is not None],
         "bench_after_medians": [b.after_median_ms for b in bench if b.after_median_ms is not None],
     }
@@ -460,7 +468,9 @@ def _week_start(day: date) -> date:
 
 def _empty_week(start: date) -> dict[str, Any]:
     iso = start.isocalendar()
-    counters = dict.fromkeys(("runs", "no_go", "indexes_kept", "indexes_reverted", "_calls"), 0)
+    counters = dict.fromkeys(
+        ("runs", "no_go", "indexes_kept", "indexes_reverted", "indexes_dropped_unused", "_calls"), 0
+    )
     return {"week": f"{iso.year}-W{iso.week:02d}", "week_start": start.isoformat(), **counters,
             "_total_ms": 0.0, "_before": [], "_after": []}  # fmt: skip
 

@@ -1,8 +1,8 @@
 """The daily report (sent at 17:00 team time): the day's runs across plans, from the history store.
 
-Per plan: the day's runs and their outcome, the newest health gate, indexes kept and reverted, the
-canary, and the workload's week-over-week change; then the scaling DAG's changes; then charts (the
-weekly trend of every plan, and before/after latency of each plan's newest run of the day).
+Per plan: the day's runs and their outcome, the newest health gate, indexes kept, reverted and dropped
+as unused, the canary, and the workload's week-over-week change; then the scaling DAG's changes; then
+charts (the weekly trend of every plan, and before/after latency of each plan's newest run of the day).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class DailyReport:
         lines = [self.email.subject]
         lines += [
             f"  {p['plan']}: {p['runs']} run(s), latest {p['latest_outcome'] or 'none'}, "
-            f"health {p['health_decision'] or 'unknown'}, kept {p['kept']}, reverted {p['reverted']}"
+            f"health {p['health_decision'] or 'unknown'}, kept {p['kept']}, reverted {p['reverted']}, "
+            f"dropped unused {p['dropped_unused']}"
             for p in self.plans
         ]
         lines += [f"  scaling {s['region']}/{s['service']}: {s['before']} → {s['after']}" for s in self.scaling]
@@ -62,6 +63,7 @@ def _plan_row(store: HistoryStore, plan: str, runs: list[dict[str, Any]], trend:
         "latest_outcome": latest["outcome"] if latest else None,
         "kept": sum(r["indexes_kept"] for r in runs),
         "reverted": sum(r["indexes_reverted"] for r in runs),
+        "dropped_unused": sum(r["indexes_dropped_unused"] for r in runs),
         "canary": ", ".join(r["canary_decision"] for r in runs if r["canary_decision"]) or None,
         "health_decision": health["gate_decision"] if health else None,
         "health_reason": health["gate_reason"] if health else None,
@@ -83,6 +85,7 @@ def _run_row(run: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
         "created": run["indexes_created"],
         "kept": run["indexes_kept"],
         "reverted": run["indexes_reverted"],
+        "dropped_unused": run["indexes_dropped_unused"],
         "workload_mean_ms": run["workload_mean_ms"],
         "chart": f"run-{run['id']}",
     }
