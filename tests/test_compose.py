@@ -110,6 +110,21 @@ def test_passwords_come_from_variables_not_literals():
         assert value.startswith("${"), f"literal password {value!r}: use ${{VAR:-local default}}"
 
 
+def test_every_airflow_container_shares_one_history_on_the_stack_postgres():
+    """Without it each container kept its own SQLite file: the worker's step records, the report's
+    trend, the daily report and the run leases (one run per database) would each see another history."""
+    from sqlalchemy.engine import make_url
+
+    urls = {name: (s.get("environment") or {}).get("DBOPT_HISTORY_URL") for name, s in SERVICES.items()
+            if name.startswith("airflow-")}  # fmt: skip
+    assert len(set(urls.values())) == 1 and None not in urls.values(), urls
+    url = make_url(_expand(next(iter(urls.values()))))
+    db = SERVICES["postgres"]["environment"]
+    assert (url.get_backend_name(), url.host, url.username, url.database) == (
+        "postgresql", "postgres", _expand(db["POSTGRES_USER"]), _expand(db["POSTGRES_DB"]))  # fmt: skip
+    assert url.password == _expand(db["POSTGRES_PASSWORD"])
+
+
 def test_python_modules_the_stack_runs_are_runnable():
     for name, service in SERVICES.items():
         command = service.get("entrypoint") or []

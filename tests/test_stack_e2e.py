@@ -11,6 +11,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,7 @@ import pytest
 import redis
 
 from dbopt.demo import prepare
+from dbopt.history import HistoryStore
 from dbopt.rest_api import Api
 from dbopt.stack import Stack, StackConfig
 from tests.conftest import PG_ADMIN
@@ -41,7 +43,7 @@ def metadata_db() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _stack(tmp_path: Path, metadata_url: str, executor: str, prefix: str = "") -> Stack:
+def _stack(tmp_path: Path, metadata_url: str, executor: str, prefix: str = "", history_url: str = "") -> Stack:
     plans = tmp_path / "plans"
     plans.mkdir()
     shutil.copy(ROOT / "include" / "plans" / "demo.yaml", plans)
@@ -51,7 +53,7 @@ def _stack(tmp_path: Path, metadata_url: str, executor: str, prefix: str = "") -
         "DBOPT_PLANS_DIR": str(plans),
         "DBOPT_REPORTS_DIR": str(tmp_path / "reports"),
         "AIRFLOW_CONN_DBOPT_DEMO": f'{{"conn_type": "sqlite", "host": "{db}"}}',
-    }
+    } | ({"DBOPT_HISTORY_URL": history_url} if history_url else {})
     config = StackConfig(home=tmp_path / "airflow", metadata_url=metadata_url, executor=executor,
                          broker_url=REDIS_URL if prefix else None, broker_prefix=prefix, extra_env=env)  # fmt: skip
     return Stack(config)
@@ -99,13 +101,20 @@ def test_demo_on_local_executor(tmp_path, metadata_db):
 def test_demo_on_celery_worker_with_redis(tmp_path, metadata_db):
     prefix = f"dbopt-e2e-{uuid.uuid4().hex[:8]}:"
     broker = redis.Redis.from_url(REDIS_URL)
-    stack = _stack(tmp_path, metadata_db, "CeleryExecutor", prefix)
+    # as docker-compose.yaml has it: the history in the metadata database, shared by every component
+    history_url = metadata_db.replace("postgresql+psycopg2://", "postgresql://")
+    stack = _stack(tmp_path, metadata_db, "CeleryExecutor", prefix, history_url)
     try:
         _, run, states, tasks = _run_demo(stack)
         _assert_demo_ran(run, states, tasks, stack.logs)
         ran = sum(s == "success" for s in states.values())
         assert (stack.logs / "celery-worker.log").read_text().count("Executing workload in Celery") >= ran
         assert list(broker.scan_iter(f"{prefix}*"))  # the broker really was this Redis
+        with HistoryStore(history_url) as history:  # what the worker's tasks recorded, read from elsewhere
+            (recorded,) = history.runs(datetime.now(UTC) - timedelta(hours=1), plan_id="demo")
+            steps = {s["step"] for s in history.steps(run["dag_run_id"], dag_id=DAG_ID)}
+        assert recorded["run_id"] == run["dag_run_id"] and recorded["outcome"] != "incomplete", recorded
+        assert {"extract", "advise", "create_index", "judge"} <= steps, steps
     finally:
         stack.stop()
         for key in broker.scan_iter(f"{prefix}*"):
