@@ -4,11 +4,16 @@ Prometheus API stand-in whose figures follow the canary's current traffic share.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 import re
 from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
 
 import pytest
+from airflow.sdk.exceptions import TaskDeferred
 
 from dbopt.cloud.standin import StandIn
 from dbopt.metrics.steps import check_steps, run_steps
@@ -16,8 +21,10 @@ from dbopt.operators.cloudrun import (
     CloudRunDeployRevisionOperator,
     CloudRunPromoteOperator,
     CloudRunRollbackOperator,
+    CloudRunShiftTrafficOperator,
     CloudRunSteppedCanaryOperator,
 )
+from dbopt.report.run import write_run_report
 from tests.dag_runs import canary_connections, canary_plan, run_plan, states
 from tests.prometheus_standin import RevisionPrometheus
 
@@ -32,6 +39,7 @@ PLAN = {
     "failure_limit": 0,
     "deadline_s": 10,
 }
+SHARES_SEEN: list[int] = []  # the canary's share whenever the metrics were read (the last rollout's)
 
 
 @pytest.fixture
@@ -47,30 +55,66 @@ def _canary_share(stand_in: StandIn, revision: str) -> int:
     return sum(t["percent"] for t in stand_in.run.services[PATH]["trafficStatuses"] if t["revision"] == revision)
 
 
-def _rollout(stand_in: StandIn, failing_from: int | None) -> tuple[dict, dict]:
-    """Deploy, then the stepped operator; the canary's errors start once it gets ``failing_from`` percent."""
+def _until_decided(operator: CloudRunSteppedCanaryOperator) -> tuple[dict, int]:
+    """Run the operator as Airflow does: each deferral's trigger serialized, rebuilt as the triggerer
+    does, run to its event, and the operator resumed with it. Returns the outcome and the deferral count."""
+    deferrals, call = 0, lambda: operator.execute(CONTEXT)
+    while True:
+        try:
+            return call(), deferrals
+        except TaskDeferred as deferred:
+            deferrals += 1
+            classpath, kwargs = deferred.trigger.serialize()
+            json.dumps(kwargs)  # stored in the metadata database
+            module, name = classpath.rsplit(".", 1)
+            trigger = getattr(importlib.import_module(module), name)(**kwargs)
+
+            async def first_event(trigger=trigger) -> dict:
+                async for event in trigger.run():
+                    return event.payload
+                raise AssertionError("the trigger ended without an event")
+
+            event = asyncio.run(asyncio.wait_for(first_event(), 60))
+            event = json.loads(json.dumps(event))  # stored in the metadata database until the task resumes
+            call = partial(getattr(operator, deferred.method_name), CONTEXT, event=event, **(deferred.kwargs or {}))
+
+
+def _rollout(
+    stand_in: StandIn, failing_from: int | None, *, deferrable: bool = False, share_before: int = 0
+) -> tuple[dict, dict]:
+    """Deploy, then the stepped operator; the canary's errors start once it gets ``failing_from`` percent.
+    ``share_before``: the canary's share when the operator starts (what an interrupted earlier try left)."""
     deployment = CloudRunDeployRevisionOperator(
         task_id="deploy", gcp_conn_id=CONN_ID, service=SERVICE, region=REGION, env={"DB_POOL_SIZE": "1"}, poll_s=0.01
     ).execute(CONTEXT)
     new = deployment["new_revision"]
+    if share_before:
+        CloudRunShiftTrafficOperator(task_id="shift", gcp_conn_id=CONN_ID, deployment=deployment,
+                                     percent=share_before).execute(CONTEXT)  # fmt: skip
+
+    SHARES_SEEN.clear()
 
     def error_ratio(revision: str) -> float:
         share = _canary_share(stand_in, new)
+        SHARES_SEEN.append(share)
         return 0.3 if revision == new and failing_from is not None and share >= failing_from else 0.0
 
     with RevisionPrometheus(error_ratio) as prometheus:
         sources = {"metrics": {"kind": "prometheus", "url": prometheus.url, "scopes": {"canary": {"revision": new}},
                                "step_s": 1}}  # fmt: skip
-        result = CloudRunSteppedCanaryOperator(
+        operator = CloudRunSteppedCanaryOperator(
             task_id="canary_steps", gcp_conn_id=CONN_ID, deployment=deployment, steps=[10, 25, 50], plan=PLAN,
-            sources=sources, poll_s=0.01,
-        ).execute(CONTEXT)  # fmt: skip
+            sources=sources, poll_s=0.01, deferrable=deferrable,
+        )  # fmt: skip
+        result, deferrals = _until_decided(operator)
+    assert deferrals == (len(result["steps"]) if deferrable else 0)  # one per analysed step, none in-process
     json.dumps(result)  # XCom-ready: plain data
     return deployment, result
 
 
-def test_every_step_passes_then_promote(stand_in: StandIn) -> None:
-    deployment, result = _rollout(stand_in, failing_from=None)
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "in-process"])
+def test_every_step_passes_then_promote(stand_in: StandIn, deferrable: bool) -> None:
+    deployment, result = _rollout(stand_in, failing_from=None, deferrable=deferrable)
     assert result["decision"] == "promote" and result["failed_step"] is None
     assert [(s["percent"], s["decision"]) for s in result["steps"]] == [
         (10, "promote"),
@@ -83,8 +127,9 @@ def test_every_step_passes_then_promote(stand_in: StandIn) -> None:
     assert _canary_share(stand_in, deployment["new_revision"]) == 100
 
 
-def test_a_failing_step_stops_the_rollout_and_rolls_back(stand_in: StandIn) -> None:
-    deployment, result = _rollout(stand_in, failing_from=25)
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "in-process"])
+def test_a_failing_step_stops_the_rollout_and_rolls_back(stand_in: StandIn, deferrable: bool) -> None:
+    deployment, result = _rollout(stand_in, failing_from=25, deferrable=deferrable)
     assert result["decision"] == "rollback" and result["failed_step"] == 25
     assert [(s["percent"], s["decision"]) for s in result["steps"]] == [(10, "promote"), (25, "rollback")]
     failed = result["steps"][-1]
@@ -94,6 +139,23 @@ def test_a_failing_step_stops_the_rollout_and_rolls_back(stand_in: StandIn) -> N
     assert _canary_share(stand_in, deployment["new_revision"]) == 25  # never went to 50%
     CloudRunRollbackOperator(task_id="rollback", gcp_conn_id=CONN_ID, deployment=deployment).execute(CONTEXT)
     assert _canary_share(stand_in, deployment["new_revision"]) == 0
+
+
+def test_a_retry_resumes_at_the_share_the_canary_already_has(stand_in: StandIn, tmp_path) -> None:
+    """An earlier try shifted to 25% (so 10% had passed) and died: the retry analyses 25% afresh and goes on
+    to 50%, without taking traffic back to 10%."""
+    deployment, result = _rollout(stand_in, failing_from=None, deferrable=True, share_before=25)
+    assert result["decision"] == "promote" and result["passed_earlier"] == [10]
+    assert [s["percent"] for s in result["steps"]] == [25, 50]
+    assert result["reason"] == "all 3 steps passed (10%, 25%, 50%); 10% in an earlier try (the canary already had 25%)"
+    assert _canary_share(stand_in, deployment["new_revision"]) == 50
+    assert set(SHARES_SEEN) == {25, 50}, SHARES_SEEN  # the metrics never saw the canary back at 10%
+    # the report numbers the steps as the plan does and says which one passed in the earlier try
+    record = {"plan": "t", "run_id": "r", "targets": {}, "canaries": {f"{SERVICE}/{REGION}": {
+        "service": SERVICE, "region": REGION, "deploy": deployment, "monitor": result}}}  # fmt: skip
+    markdown = Path(write_run_report(record, tmp_path)["markdown"]).read_text()
+    assert "Passed in an earlier try of this task: 10%" in markdown
+    assert "#### Step 2 (25%): promote" in markdown and "#### Step 3 (50%): promote" in markdown
 
 
 def test_steps_are_checked() -> None:

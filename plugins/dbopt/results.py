@@ -234,6 +234,7 @@ class CanaryOutcome(Result):
     # a stepped canary (deploy.steps): each traffic step's verdict (``dbopt.metrics.steps.StepVerdict``)
     steps: tuple[dict[str, Any], ...] = ()
     failed_step: int | None = None
+    passed_earlier: tuple[int, ...] = ()  # steps an earlier try of the task passed (a retry resumed after them)
     NESTED: ClassVar = {"history": _dicts, "steps": _dicts}
 
 

@@ -382,9 +382,14 @@ def _canary_group(plan: Plan, service: ServiceRef, reports_dir: Path, groups: li
         sources = _canary_sources(plan, service, f"ti.xcom_pull(task_ids='{group}.deploy')") | _redis_source(plan)
         analysis = {"plan": m.analysis_plan(), "sources": sources, "database_conn_id": database.conn_id}
         built: dict[str, Any] = {"deploy": deploy}
-        if d.steps:  # shifts and analyses step by step in one task (a worker slot for the whole rollout)
+        if d.steps:  # shifts and analyses step by step in one task, deferred between the shifts
             monitor = CloudRunSteppedCanaryOperator(
-                task_id="monitor", deployment=deploy.output, steps=list(d.steps), **analysis, **gcp
+                task_id="monitor",
+                deployment=deploy.output,
+                steps=list(d.steps),
+                deferrable=m.mode == "deferrable",
+                **analysis,
+                **gcp,
             )
             deploy >> monitor
         else:

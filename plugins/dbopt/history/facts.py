@@ -200,6 +200,7 @@ def canary_views(record: Record) -> list[dict[str, Any]]:
                 "old_revision": deploy.get("previous_revision"),
                 "new_revision": deploy.get("new_revision"),
                 "traffic_steps": _traffic_steps(r, deploy.get("new_revision")),
+                "passed_earlier": list(monitor.passed_earlier) if monitor else [],
                 "decision": monitor.decision if monitor else None,
                 "reason": monitor.reason if monitor else None,
                 "checks": monitor.checks if monitor else None,
@@ -223,8 +224,8 @@ def _traffic_steps(r: Mapping[str, Any], new_revision: str | None) -> list[dict[
     monitor = r["monitor"]
     if monitor is None:
         return []
-    if monitor.steps:
-        return [dict(s) for s in monitor.steps]
+    if monitor.steps:  # numbered as in the plan: a resumed retry starts after the steps it passed earlier
+        return [dict(s) | {"number": len(monitor.passed_earlier) + n} for n, s in enumerate(monitor.steps, 1)]
     shift = r.get("shift_traffic")
     traffic = (shift.extra.get("traffic") or ()) if shift else ()
     shares = [t.get("percent") for t in traffic if new_revision and t.get("revision") == new_revision]

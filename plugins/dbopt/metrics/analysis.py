@@ -65,6 +65,11 @@ class AnalysisPlan(Data):
         cls.check_fields(data, "analysis plan", required=("rules",))
         return cls(**data)
 
+    @property
+    def backstop_s(self) -> float:
+        """A task or trigger timeout behind the analysis' own deadline (which decides first)."""
+        return self.deadline_s + 2 * self.interval_s + 60
+
 
 @dataclass(frozen=True)
 class AnalysisState(Data):

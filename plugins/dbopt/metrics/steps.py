@@ -58,34 +58,66 @@ def analyse(
         sleep(plan.interval_s)
 
 
+def resume_index(steps: Sequence[int], canary_share: int) -> int:
+    """Where a retried rollout picks up: at the step whose share the canary already has (traffic reaches
+    a step only after the steps before it passed), analysing it afresh; otherwise at the first step."""
+    return list(steps).index(canary_share) if canary_share in steps else 0
+
+
 def run_steps(
     steps: Sequence[int],
     shift: Callable[[int], Any],
     analyse_step: Callable[[int], Mapping[str, Any]],
     *,
+    start_at: int = 0,
     clock: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
-    """Shift to each step and analyse it; stop at the first step whose analysis is not "promote".
+    """Shift to each step from ``start_at`` on (see ``resume_index``) and analyse it; stop at the first
+    step whose analysis is not "promote".
 
     Returns ``{"decision": "promote" | "rollback", "reason", "failed_step", "steps": [StepVerdict …]}`` plus
     the analysis totals (checks, failures, inconclusives) and the last check's ``evidence``: the shape of a
     single analysis' outcome, so the run record and report read both alike. The caller promotes or rolls
     back (the DAG's promote/rollback tasks), so a crash here still rolls back.
     """
+    steps = check_steps(steps)
     verdicts: list[StepVerdict] = []
-    for percent in check_steps(steps):
+    while True:
+        percent = steps[start_at + len(verdicts)]
         began = clock()
         shift(percent)
-        result = dict(analyse_step(percent))
-        verdict = StepVerdict(percent, began, clock(), result["decision"], result.get("reason", ""), result)
-        verdicts.append(verdict)
-        if verdict.decision != "promote":
-            return _outcome("rollback", f"step {percent}%: {verdict.reason}", percent, verdicts)
-    passed = f"all {len(verdicts)} steps passed ({', '.join(f'{v.percent}%' for v in verdicts)})"
-    return _outcome("promote", passed, None, verdicts)
+        analysis = analyse_step(percent)
+        verdicts.append(step_verdict(percent, began, clock(), analysis))
+        if (decided := conclude(steps, start_at, verdicts)) is not None:
+            return decided
 
 
-def _outcome(decision: str, reason: str, failed_step: int | None, verdicts: list[StepVerdict]) -> dict[str, Any]:
+def step_verdict(percent: int, began: float, ended: float, analysis: Mapping[str, Any]) -> StepVerdict:
+    """One step's verdict from its analysis' outcome (``analysis.outcome``: decision, reason, checks …)."""
+    result = dict(analysis)
+    return StepVerdict(percent, began, ended, result["decision"], result.get("reason", ""), result)
+
+
+def conclude(steps: Sequence[int], start_at: int, verdicts: Sequence[StepVerdict]) -> dict[str, Any] | None:
+    """The rollout's outcome once its verdicts (for the steps from ``start_at`` on) decide it: the first
+    step that did not pass, or the last one passed; None while steps remain."""
+    earlier = list(steps[:start_at])
+    last = verdicts[-1]
+    if last.decision != "promote":
+        return _outcome("rollback", f"step {last.percent}%: {last.reason}", last.percent, verdicts, earlier)
+    if start_at + len(verdicts) < len(steps):
+        return None
+    passed = f"all {len(steps)} steps passed ({', '.join(f'{p}%' for p in steps)})"
+    if earlier:
+        passed += (
+            f"; {', '.join(f'{p}%' for p in earlier)} in an earlier try (the canary already had {steps[start_at]}%)"
+        )
+    return _outcome("promote", passed, None, verdicts, earlier)
+
+
+def _outcome(
+    decision: str, reason: str, failed_step: int | None, verdicts: Sequence[StepVerdict], earlier: list[int]
+) -> dict[str, Any]:
     def total(key: str) -> int:
         return sum(int(v.evidence.get(key) or 0) for v in verdicts)
 
@@ -94,6 +126,7 @@ def _outcome(decision: str, reason: str, failed_step: int | None, verdicts: list
         "reason": reason,
         "failed_step": failed_step,
         "steps": [v.to_dict() for v in verdicts],
+        "passed_earlier": earlier,  # steps a previous try passed (their evidence is in that try's log)
         "started_at": verdicts[0].started_at,
         "decided_at": verdicts[-1].ended_at,
         "checks": total("checks"),

@@ -6,8 +6,10 @@ take as ``deployment`` (``deployment=deploy.output``), so a rollback after a cra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dbopt.cloud.deployment import CANARY_TAG, Deployment
 from dbopt.cloud.gcp import CloudError
@@ -144,7 +146,10 @@ class CloudRunSteppedCanaryOperator(CloudRunOperator):
     first step that does not pass. Returns ``{"decision", "reason", "failed_step", "steps": [verdict …]}``, each
     step with its times and evidence; the DAG's promote / rollback tasks act on ``decision``.
 
-    It holds a worker slot for the whole rollout (one analysis per step, in this process).
+    ``deferrable=True`` (the default) hands each step's analysis to ``CanaryAnalysisTrigger`` and shifts to the
+    next step when it resumes, so no worker slot waits out the rollout; ``False`` analyses in this process.
+    A retry resumes at the step whose share the canary already has (``metrics.steps.resume_index``) instead
+    of taking traffic back to the first step.
     """
 
     template_fields: Sequence[str] = (*GcpBaseOperator.template_fields, "deployment", "steps", "plan", "sources")
@@ -158,17 +163,18 @@ class CloudRunSteppedCanaryOperator(CloudRunOperator):
         sources: dict[str, dict[str, Any]],
         database_conn_id: str | None = None,
         tag: str = CANARY_TAG,
+        deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.deployment, self.steps, self.plan, self.sources = deployment, steps, plan, sources
-        self.database_conn_id, self.tag = database_conn_id, tag
+        self.database_conn_id, self.tag, self.deferrable = database_conn_id, tag, deferrable
 
     def execute(self, context: Any) -> dict[str, Any]:
         from dbopt.metrics.analysis import AnalysisPlan
         from dbopt.metrics.rules import check_sources
         from dbopt.metrics.sources import close_all, sources_from_config
-        from dbopt.metrics.steps import analyse, check_steps, run_steps
+        from dbopt.metrics.steps import analyse, check_steps, resume_index, run_steps
         from dbopt.triggers.canary import resolve_sources
 
         deployment = self._deployment(self.deployment)
@@ -177,13 +183,59 @@ class CloudRunSteppedCanaryOperator(CloudRunOperator):
         sources = sources_from_config(resolve_sources(self.sources, self.database_conn_id))
         try:
             check_sources(plan.rules, sources)
-            result = run_steps(
-                steps,
-                shift=lambda percent: self.client.shift_traffic(deployment, percent, tag=self.tag),
-                analyse_step=lambda percent: analyse(plan, sources),
-            )
+            state = self.client.describe(deployment.service, deployment.region)
+            share = sum(t.percent for t in state.traffic if t.revision == deployment.new_revision)
+            start_at = resume_index(steps, share)
+            if start_at:
+                self.log.info("the canary already has %d%%: resuming at that step (the earlier ones passed)", share)
+            if not self.deferrable:
+
+                def analyse_step(percent: int) -> dict[str, Any]:
+                    return analyse(plan, sources)
+
+                return self._decided(run_steps(steps, self._shift, analyse_step, start_at=start_at))
         finally:
-            close_all(sources)
+            close_all(sources)  # validated; when deferred, the trigger builds its own in the triggerer
+        self._defer_step(start_at, [])
+
+    def step_complete(self, context: Any, event: Any) -> dict[str, Any]:
+        """Resumed after one step's analysis: record its verdict, then defer the next step or decide."""
+        from dbopt.metrics.steps import StepVerdict, check_steps, conclude, step_verdict
+
+        if not isinstance(event, dict) or event.get("decision") not in ("promote", "rollback"):
+            raise ValueError(f"{self.task_id}: the trigger sent no decision: {event!r}")
+        resume = event.pop("resume", None) or {}
+        start_at, verdicts, began = resume["start_at"], resume["verdicts"], resume["began"]
+        steps = check_steps(self.steps, f"{self.task_id}.steps")
+        percent = steps[start_at + len(verdicts)]
+        done = [*map(StepVerdict.from_dict, verdicts), step_verdict(percent, began, time.time(), event)]
+        decided = conclude(steps, start_at, done)
+        if decided is None:
+            self.log.info("step %d%%: %s — %s", percent, event["decision"], event.get("reason", ""))
+            self._defer_step(start_at, [v.to_dict() for v in done])
+        return self._decided(decided)
+
+    def _shift(self, percent: int) -> None:
+        self.client.shift_traffic(self._deployment(self.deployment), percent, tag=self.tag)
+
+    def _defer_step(self, start_at: int, verdicts: list[dict[str, Any]]) -> NoReturn:
+        """Shift to the next step and hand its analysis to the triggerer; ``step_complete`` resumes."""
+        from dbopt.metrics.analysis import AnalysisPlan
+        from dbopt.triggers.canary import CanaryAnalysisTrigger
+
+        plan = AnalysisPlan.from_dict(self.plan)
+        began = time.time()
+        self._shift(self.steps[start_at + len(verdicts)])
+        trigger = CanaryAnalysisTrigger(
+            plan=plan.to_dict(),
+            sources=dict(self.sources),
+            started_at=began,
+            database_conn_id=self.database_conn_id,
+            resume={"start_at": start_at, "verdicts": verdicts, "began": began},
+        )
+        self.defer(trigger=trigger, method_name="step_complete", timeout=timedelta(seconds=plan.backstop_s))
+
+    def _decided(self, result: dict[str, Any]) -> dict[str, Any]:
         for verdict in result["steps"]:
             self.log.info("step %d%%: %s — %s", verdict["percent"], verdict["decision"], verdict["reason"])
         return result

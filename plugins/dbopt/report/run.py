@@ -194,6 +194,7 @@ def _traffic_step(step: Mapping[str, Any], revisions: Mapping[str, str | None]) 
         if r["requests"] is not None and r["revision"]:
             requests.setdefault((r["revision"], r["scope"], r["window_s"]), r["requests"])
     return {
+        "number": step.get("number"),
         "percent": step.get("percent"),
         "started_at": started,
         "ended_at": ended,

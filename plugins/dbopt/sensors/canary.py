@@ -49,11 +49,9 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         if isinstance(plan, Mapping):
-            interval = plan.get("interval_s", AnalysisPlan.interval_s)
-            deadline = plan.get("deadline_s", AnalysisPlan.deadline_s)
-            kwargs.setdefault("poke_interval", interval)
-            # The analysis decides by its deadline; the sensor timeout is only a backstop behind it.
-            kwargs.setdefault("timeout", deadline + 2 * interval + 60)
+            parsed = AnalysisPlan.from_dict(plan)
+            kwargs.setdefault("poke_interval", parsed.interval_s)
+            kwargs.setdefault("timeout", parsed.backstop_s)
         super().__init__(**kwargs)
         self.plan = plan
         self.sources = sources

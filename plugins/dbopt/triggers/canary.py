@@ -21,7 +21,10 @@ class CanaryAnalysisTrigger(BaseTrigger):
     keeps the original deadline (its check counters start again from zero).
     ``database_conn_id`` names the connection of the "database" source: the triggerer resolves it, so the
     serialized trigger (stored in the metadata database) holds no URL or password.
-    The event payload is ``analysis.outcome(state)``: {"decision": "promote" | "rollback", "reason", …}.
+    The event payload is ``analysis.outcome(state)``: {"decision": "promote" | "rollback", "reason", …},
+    plus ``resume`` when given: plain data the deferring task needs when it resumes. The event carries it
+    rather than ``defer(kwargs=…)``, which ``dag.test()`` of Airflow 3.3.2 drops when a trigger fires
+    (apache/airflow#69942); the triggerer keeps both.
     """
 
     def __init__(
@@ -30,18 +33,20 @@ class CanaryAnalysisTrigger(BaseTrigger):
         sources: dict[str, dict[str, Any]],
         started_at: float,
         database_conn_id: str | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.plan = plan
         self.sources = sources
         self.started_at = started_at
         self.database_conn_id = database_conn_id
+        self.resume = resume
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {"plan": self.plan, "sources": self.sources, "started_at": self.started_at,
-             "database_conn_id": self.database_conn_id},
+             "database_conn_id": self.database_conn_id, "resume": self.resume},
         )  # fmt: skip
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -55,7 +60,7 @@ class CanaryAnalysisTrigger(BaseTrigger):
                 state = await asyncio.to_thread(advance, plan, state, sources, time.time())
                 self.log.info("canary analysis: %s", state.history[-1] if state.history else "warming up")
                 if state.decision != "continue":
-                    yield TriggerEvent(outcome(state))
+                    yield TriggerEvent(outcome(state) | ({"resume": self.resume} if self.resume is not None else {}))
                     return
                 await asyncio.sleep(plan.interval_s)
         finally:
