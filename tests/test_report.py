@@ -61,6 +61,22 @@ def test_report_with_history_adds_the_weekly_trend(measured, tmp_path):
     assert Path(out["html"]).read_text().count("data:image/png;base64,") == 2
 
 
+def test_report_shows_what_the_hourly_scaling_set_on_the_runs_services(measured, tmp_path):
+    change = {"window": "peak 18-22", "local_time": "2026-11-23 19:00 KST", "applied": True,
+              "before": {"min_instances": 2, "max_instances": 50},
+              "after": {"min_instances": 5, "max_instances": 100}}  # fmt: skip
+    with HistoryStore(f"sqlite:///{tmp_path / 'history.db'}") as store:
+        store.record_scaling("dbopt_scaling", "scheduled__h19", [
+            change | {"service": "api", "region": "us-central1"},
+            change | {"service": "worker", "region": "us-east1"},  # not a service of this plan
+        ])  # fmt: skip
+        out = write_run_report(measured, tmp_path / "run", history=store)
+    md, html = Path(out["markdown"]).read_text(), Path(out["html"]).read_text()
+    assert "## Scaling applied by dbopt_scaling (last 7 days)" in md
+    assert "| api | us-central1 | peak 18-22 | 2–50 | 5–100 | yes |" in md
+    assert "us-east1" not in md and "<td>api</td><td>us-central1</td>" in html
+
+
 @pytest.mark.parametrize(
     ("kind", "says"),
     [

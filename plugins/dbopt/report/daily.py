@@ -17,7 +17,7 @@ from dbopt.history import HistoryStore, facts
 from dbopt.history.store import as_utc
 from dbopt.report.charts import latency_chart, trend_chart
 from dbopt.report.mail import HtmlEmail, content_id
-from dbopt.report.render import render
+from dbopt.report.render import render, scaling_rows
 
 TREND_WEEKS = 8
 
@@ -141,11 +141,7 @@ def build_daily_report(
             charted.add(row["plan"])
 
     day = until.astimezone(zone).strftime("%Y-%m-%d")
-    scaling_rows = [
-        s | {"before": f"{s['before_min']}–{s['before_max']}", "after": f"{s['after_min']}–{s['after_max']}",
-             "at": s["recorded_at"].astimezone(zone).strftime("%H:%M %Z")}
-        for s in scaling
-    ]  # fmt: skip
+    scaling_table = scaling_rows(scaling, zone)
     html = render(
         "daily_report.html.j2",
         day=day,
@@ -154,9 +150,9 @@ def build_daily_report(
         until=until.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
         plans=plan_rows,
         runs=run_rows,
-        scaling=scaling_rows,
+        scaling=scaling_table,
         images={name: f"cid:{content_id(name)}" for name in images},
         trend_weeks=TREND_WEEKS,
     )
     email = HtmlEmail(_subject(day, runs, scaling), html, {content_id(n): png for n, png in images.items()})
-    return DailyReport(email, not runs and not scaling, start, until, plan_rows, run_rows, scaling_rows)
+    return DailyReport(email, not runs and not scaling, start, until, plan_rows, run_rows, scaling_table)

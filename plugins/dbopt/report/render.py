@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import tzinfo
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,15 @@ def fmt_utc(value: Any) -> str:
 def md_cell(value: Any) -> str:
     """Text safe inside a Markdown table cell."""
     return re.sub(r"\s+", " ", str(value)).replace("|", "\\|")
+
+
+def scaling_rows(actions: list[dict[str, Any]], zone: tzinfo) -> list[dict[str, Any]]:
+    """The history's scaling actions as table rows: min–max before and after, the time in ``zone``."""
+    return [
+        a | {"before": f"{a['before_min']}–{a['before_max']}", "after": f"{a['after_min']}–{a['after_max']}",
+             "at": a["recorded_at"].astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")}
+        for a in actions
+    ]  # fmt: skip
 
 
 def data_uri(png: bytes) -> str:

@@ -7,7 +7,7 @@ said to be missing, never filled in. Each figure carries the method that produce
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from dbopt import steps
 from dbopt.history import facts
 from dbopt.report.charts import latency_chart, trend_chart
 from dbopt.report.mail import HtmlEmail, content_id
-from dbopt.report.render import data_uri, render
+from dbopt.report.render import data_uri, render, scaling_rows
 from dbopt.results import Gate
 
 FIGURE_KEYS = ("target", "rule", "metric", "scope", "value", "op", "threshold", "limit", "relative_to", "verdict",
@@ -28,6 +28,7 @@ RESULT_KEYS = ("median_ratio", "ci_low", "ci_high", "p_value", "drift", "reason"
 TOP_STATEMENTS = 10
 TOP_KEYS = 20  # cache keys listed in the report (the record has them all)
 TREND_WEEKS = 8
+SCALING_DAYS = 7  # the hourly scaling DAG's changes shown in a run report
 
 
 def _pick(data: Any, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -303,6 +304,24 @@ def _trend(record: Mapping[str, Any], history: Any) -> list[dict[str, Any]] | No
     return history.trend(record["plan"], TREND_WEEKS) if history is not None and record.get("plan") else None
 
 
+def _scaling_applied(view: Mapping[str, Any], history: Any) -> list[dict[str, Any]]:
+    """What the hourly ``dbopt_scaling`` DAG set over the last ``SCALING_DAYS`` days on the services this
+    run deploys or forecasts (the history's scaling records), newest last."""
+    services = {(c["name"], c["region"]) for c in view["canaries"]}
+    if view["scaling"] and "services" in view["scaling"]:
+        services |= {(r["service"], r["region"]) for r in view["scaling"]["services"]}
+    if history is None or not services:
+        return []
+    actions = history.scaling_actions(datetime.now(UTC) - timedelta(days=SCALING_DAYS))
+    return scaling_rows([a for a in actions if (a["service"], a["region"]) in services], UTC)
+
+
+def _view_and_charts(record: Mapping[str, Any], history: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    view = run_view(record) | {"scaling_days": SCALING_DAYS}
+    view["scaling_applied"] = _scaling_applied(view, history)
+    return view, _charts(view, _trend(record, history))
+
+
 def _html(view: dict[str, Any], charts: dict[str, bytes], src: Callable[[str, bytes], str]) -> str:
     return render("run_report.html.j2", run=view, images={name: src(name, png) for name, png in charts.items()})
 
@@ -312,8 +331,7 @@ def write_run_report(record: Mapping[str, Any], run_dir: Path | str, history: An
     and the chart PNGs into ``run_dir``. ``history``: a ``HistoryStore`` for the weekly trend chart.
     Returns ``{"html": path, "markdown": path, "charts": [paths]}``."""
     out = Path(run_dir)
-    view = run_view(record)
-    charts = _charts(view, _trend(record, history))
+    view, charts = _view_and_charts(record, history)
     chart_dir = out / "charts"
     chart_dir.mkdir(parents=True, exist_ok=True)
     chart_paths = []
@@ -331,8 +349,7 @@ def write_run_report(record: Mapping[str, Any], run_dir: Path | str, history: An
 
 def run_email(record: Mapping[str, Any], history: Any = None) -> HtmlEmail:
     """The same report as an e-mail: charts as inline ``cid:`` parts."""
-    view = run_view(record)
-    charts = _charts(view, _trend(record, history))
+    view, charts = _view_and_charts(record, history)
     html = _html(view, charts, lambda name, _: f"cid:{content_id(name)}")
     subject = f"[dbopt] {view['plan']} {view['run_id']}: {view['outcome'].upper()}"
     return HtmlEmail(subject, html, {content_id(n): png for n, png in charts.items()})
