@@ -48,8 +48,17 @@ def test_benchmark_progress_counts_every_run_and_draws_a_bar_on_a_terminal(sqlit
 
         queries = [BenchQuery(name="count", sql=("SELECT count(*) FROM worklogs",))]
         measure(sqlite_demo, queries, iterations=3, warmup=1, rounds=2, progress=both)
-    drawn = os.read(master, 4096).decode()
+    chunks = []  # one read may return part of what was drawn: read until the closed terminal says EIO
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     os.close(master)
+    drawn = b"".join(chunks).decode()
     # at least 1 warm-up (more until the timings are stable: the total grows with them) + 2 rounds × 3
     done, total = (int(n) for n in seen.status().split()[1].split("/"))
     assert done == total >= 7 and seen.status().endswith("(100%)")

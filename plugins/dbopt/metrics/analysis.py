@@ -67,8 +67,12 @@ class AnalysisPlan(Data):
 
     @property
     def backstop_s(self) -> float:
-        """A task or trigger timeout behind the analysis' own deadline (which decides first)."""
-        return self.deadline_s + 2 * self.interval_s + 60
+        return backstop_s(self.deadline_s, self.interval_s)
+
+
+def backstop_s(deadline_s: float, interval_s: float) -> float:
+    """A task or trigger timeout behind the analysis' own deadline (which decides first)."""
+    return deadline_s + 2 * interval_s + 60
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from dbopt.metrics.analysis import AnalysisPlan, AnalysisState, advance, outcome, replay, start
+from dbopt.metrics.analysis import AnalysisPlan, AnalysisState, advance, backstop_s, outcome, replay, start
 from dbopt.metrics.rules import check_sources
 from dbopt.metrics.sources import DatabaseSource, MetricSource, close_all, sources_from_config
 from dbopt.triggers.canary import CanaryAnalysisTrigger, resolve_sources
@@ -48,10 +48,10 @@ class CanaryAnalysisSensor(BaseSensorOperator):
         database_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(plan, Mapping):
-            parsed = AnalysisPlan.from_dict(plan)
-            kwargs.setdefault("poke_interval", parsed.interval_s)
-            kwargs.setdefault("timeout", parsed.backstop_s)
+        if isinstance(plan, Mapping):  # validated in execute(): a bad plan fails the task, not the DAG file
+            interval = plan.get("interval_s", AnalysisPlan.interval_s)
+            kwargs.setdefault("poke_interval", interval)
+            kwargs.setdefault("timeout", backstop_s(plan.get("deadline_s", AnalysisPlan.deadline_s), interval))
         super().__init__(**kwargs)
         self.plan = plan
         self.sources = sources
