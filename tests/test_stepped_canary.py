@@ -158,6 +158,12 @@ def test_a_retry_resumes_at_the_share_the_canary_already_has(stand_in: StandIn, 
     assert "#### Step 2 (25%): promote" in markdown and "#### Step 3 (50%): promote" in markdown
 
 
+def test_an_event_without_the_resume_state_is_refused() -> None:
+    operator = CloudRunSteppedCanaryOperator(task_id="monitor", deployment={}, steps=[10, 25], plan=PLAN, sources={})
+    with pytest.raises(ValueError, match=r"monitor: the trigger's event has no resume state"):
+        operator.step_complete(CONTEXT, event={"decision": "promote", "reason": "3 passing checks"})
+
+
 def test_steps_are_checked() -> None:
     assert check_steps([10, 25, 50]) == (10, 25, 50)
     with pytest.raises(ValueError, match=r"deploy\.steps: \[25, 10\] must increase"):

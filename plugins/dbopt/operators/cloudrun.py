@@ -204,7 +204,9 @@ class CloudRunSteppedCanaryOperator(CloudRunOperator):
 
         if not isinstance(event, dict) or event.get("decision") not in ("promote", "rollback"):
             raise ValueError(f"{self.task_id}: the trigger sent no decision: {event!r}")
-        resume = event.pop("resume", None) or {}
+        resume = event.pop("resume", None)
+        if not isinstance(resume, dict) or not {"start_at", "verdicts", "began"} <= resume.keys():
+            raise ValueError(f"{self.task_id}: the trigger's event has no resume state (start_at, verdicts, began)")
         start_at, verdicts, began = resume["start_at"], resume["verdicts"], resume["began"]
         steps = check_steps(self.steps, f"{self.task_id}.steps")
         percent = steps[start_at + len(verdicts)]
