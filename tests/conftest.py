@@ -6,10 +6,14 @@ never skip silently.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
@@ -27,6 +31,25 @@ for key, value in {
     "DBOPT_HISTORY_URL": f"sqlite:///{tempfile.mkdtemp(prefix='dbopt-history-')}/history.db",
 }.items():
     os.environ.setdefault(key, value)
+
+
+def _own_metadata_db(worker: str) -> None:
+    """Under pytest-xdist, each worker's `dag.test()` and `airflow` subprocesses get their own copy of
+    the migrated SQLite metadata database: two processes writing one SQLite file meet "database is
+    locked" as soon as their transactions overlap."""
+    source = Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in os.environ or not source.exists():
+        return
+    home = tempfile.mkdtemp(prefix=f"dbopt-airflow-{worker}-")
+    atexit.register(shutil.rmtree, home, True)
+    copy = Path(home) / "airflow.db"
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)
+    os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{copy}"
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _own_metadata_db(os.environ["PYTEST_XDIST_WORKER"])
 
 DEMO_SCALE = 0.1  # the SQLite demo at ~25k rows: indexes matter, runs stay quick
 PG_ADMIN = os.environ.get("DBOPT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -25,6 +25,9 @@ from dbopt.bench import (
 from dbopt.targets import open_target
 from dbopt.targets.base import Target, TargetError
 
+# serial: runs alone after the parallel tests (Makefile); its verdicts are timings, taken alone
+pytestmark = pytest.mark.serial
+
 ROWS = 50_000
 CUSTOMERS = 5_000
 

@@ -25,6 +25,9 @@ from dbopt.results import IndexChange
 from dbopt.targets import open_target
 from dbopt.targets.base import IndexSpec, Target, TargetError
 
+# serial: runs alone after the parallel tests (Makefile); its verdicts are timings, taken alone
+pytestmark = pytest.mark.serial
+
 ROWS = 100_000  # a full scan well above the noise of a shared machine (an index lookup stays ~0.1 ms)
 BY_CUSTOMER = "SELECT id, amount FROM orders WHERE customer_id = {}"
 QUERIES = [

@@ -19,6 +19,9 @@ from dbopt.plan import PlanError, load_plan, parse_plan
 from dbopt.targets import open_target
 from tests.dag_runs import connection_env
 
+# serial: runs alone after the parallel tests (Makefile); Redis INFO counters are server-wide
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_DB = 13  # dbopt's tests; other databases on the shared server are not touched
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"

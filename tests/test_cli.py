@@ -19,6 +19,10 @@ from dbopt.demo_data import generate, replay
 from dbopt.targets import open_target
 from tests.dag_runs import dbopt_indexes
 
+# serial: runs alone after the parallel tests (Makefile); it resets server-wide statement statistics
+# (performance_schema digests, pg_qualstats) that other tests read their workloads from
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parents[1]
 DBOPT = Path(sys.executable).with_name("dbopt")
 SCALE = 0.02

@@ -36,6 +36,10 @@ from dbopt.targets import TargetError, open_target
 from dbopt.targets.querylog import QueryLog, timed_execute
 from tests.db_users import mysql_login, pg_login, run_as_admin
 
+# serial: runs alone after the parallel tests (Makefile); it resets server-wide statement statistics
+# (performance_schema digests, pg_qualstats) that other tests read their workloads from
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 20_000
 LEGIT = "SELECT id, total FROM orders WHERE customer_id = 42"

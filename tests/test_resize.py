@@ -30,6 +30,9 @@ from dbopt.cloud.standin import StandIn
 from dbopt.plan import PlanError, parse_plan
 from dbopt.targets import open_target
 
+# serial: runs alone after the parallel tests (Makefile); its verdicts are timings, taken alone
+pytestmark = pytest.mark.serial
+
 PROJECT = "ion-mentoring"
 BIG, SMALL = "db-custom-16-32768", "db-custom-8-16384"
 SPEC = ResizeSpec(PROJECT, "ion-primary", "ion-primary-resized", SMALL, standby_hours=48, ready_timeout_s=5)

@@ -47,6 +47,10 @@ from dbopt.targets.base import IndexSpec, Statement
 from dbopt.weekly_dag import build_dag
 from tests.dag_runs import connection_env, states
 
+# serial: runs alone after the parallel tests (Makefile); it resets server-wide statement statistics
+# (performance_schema digests, pg_qualstats) that other tests read their workloads from
+pytestmark = pytest.mark.serial
+
 # Every optional step switched on: Cloud SQL backup, drops, a canary that reverts after a rollback.
 FULL = parse_plan("""
 id: full

@@ -16,6 +16,10 @@ from dbopt.targets import open_target
 from dbopt.targets.base import IndexSpec, TargetError, WorkloadFilter
 from dbopt.targets.mysql import MySQLTarget
 
+# serial: runs alone after the parallel tests (Makefile); it resets server-wide statement statistics
+# (performance_schema digests, pg_qualstats) that other tests read their workloads from
+pytestmark = pytest.mark.serial
+
 ROWS = 5000
 
 

@@ -15,6 +15,10 @@ from dbopt.targets import postgres
 from dbopt.targets.base import TOOL_MARKER, IndexSpec, TargetError, WorkloadFilter
 from dbopt.targets.postgres import PostgresTarget
 
+# serial: runs alone after the parallel tests (Makefile); it resets server-wide statement statistics
+# (performance_schema digests, pg_qualstats) that other tests read their workloads from
+pytestmark = pytest.mark.serial
+
 EVIL = 'x"; DROP TABLE t; --'
 
 ORDERS = """

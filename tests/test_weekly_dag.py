@@ -24,7 +24,9 @@ from dbopt.history import HistoryStore, facts
 from dbopt.targets import open_target
 from tests.dag_runs import connection_env, dbopt_indexes, plan_yaml, run_plan, states
 
-pytestmark = pytest.mark.airflow
+# serial: runs alone after the parallel tests (Makefile); it resets server-wide statement statistics
+# (performance_schema digests, pg_qualstats) that other tests read their workloads from
+pytestmark = [pytest.mark.airflow, pytest.mark.serial]
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 0.02  # big tables ~20k rows: enough for an index to matter, quick to build
 

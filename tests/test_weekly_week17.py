@@ -32,7 +32,9 @@ from tests.dag_runs import connection_env, run_plan, states
 from tests.prometheus_standin import RevisionPrometheus
 from tests.test_cache import REDIS_DB, REDIS_URL
 
-pytestmark = pytest.mark.airflow
+# serial: runs alone after the parallel tests (Makefile); it resets server-wide statement statistics and
+# reads Redis INFO counters, which are server-wide too
+pytestmark = [pytest.mark.airflow, pytest.mark.serial]
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT, PRIMARY, BIG = "ion-mentoring", "ion-primary", "db-custom-16-32768"
 SCALE = 0.02  # as the weekly MariaDB run: indexes matter, runs stay quick
